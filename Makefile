@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ECLIP := $(VENV)/bin/eclip
+STAMP := $(VENV)/.installed-stamp
+FASHION := ../shared/data/fashion-dev
+DEMO := runs/demo
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on the bundled real catalogue; finished steps are reused on a second run.
+demo: $(STAMP)
+	$(ECLIP) offers $(FASHION)/catalog.csv --out $(DEMO)/offers --per-product 3 --seed 0
+	$(ECLIP) prepare $(DEMO)/offers/catalog.csv --out $(DEMO)/data
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) bench/prepare.py
+
+clean:
+	rm -rf runs bench/results

@@ -1,0 +1,114 @@
+"""The `eclip` command line. Every subcommand parses here and calls into the library.
+
+Library modules are imported inside each handler so that `eclip --help` stays fast.
+Bad input raises `EclipError`, printed as one line (exit 2) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from eclip.errors import EclipError
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=COLUMN, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+# ---------------------------------------------------------------- data preparation
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare", help="clean, filter and deduplicate a catalogue into Parquet shards (e-CLIP §3.2)",
+        description="Read a CSV/JSONL/Parquet catalogue, reject invalid products and duplicates with a "
+                    "reason each, and write Parquet shards, rejected.parquet, catalog.duckdb and report.json.")
+    p.add_argument("catalog", type=Path, help="catalogue file: .csv, .jsonl/.ndjson or .parquet")
+    p.add_argument("--out", type=Path, required=True, help="output DATA_DIR")
+    p.add_argument("--map", dest="mapping", type=_key_value, action="append", default=[], metavar="FIELD=COLUMN",
+                   help="read FIELD from the catalogue's COLUMN, e.g. --map product_id=id --map title=productDisplayName")
+    p.add_argument("--image-template", metavar="TEMPLATE",
+                   help="build the image path from columns, e.g. 'images/{id}.jpg' (paths are relative to the catalogue's folder)")
+    p.add_argument("--category-columns", metavar="A,B,C",
+                   help="join these columns into the category path 'a > b > c'")
+    p.add_argument("--attribute-columns", metavar="A,B",
+                   help="also treat these columns as attributes (attr_<name>)")
+    from eclip.data.config import PrepareConfig
+    PrepareConfig.add_arguments(p)
+    p.add_argument("--force", action="store_true", help="rebuild even if DATA_DIR holds a finished run with the same input and options")
+    p.set_defaults(handler=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from eclip.data.catalog import ColumnMapping
+    from eclip.data.config import PrepareConfig
+    from eclip.data.prepare import prepare
+
+    mapping = ColumnMapping.from_cli(args.mapping, args.image_template, args.category_columns, args.attribute_columns)
+    report = prepare(args.catalog, args.out, mapping, PrepareConfig.from_args(args), force=args.force)
+    rejected = ", ".join(f"{k}={v}" for k, v in sorted(report["rejected"].items())) or "none"
+    print(f"{report['input_rows']} rows: {report['accepted']} accepted, {sum(report['rejected'].values())} rejected "
+          f"({rejected}); {report['duplicate_groups']} duplicate groups; {report['seconds']:.1f}s -> {args.out}")
+    return 0
+
+
+def _add_offers(sub) -> None:
+    p = sub.add_parser(
+        "offers", help="generate realistic multi-seller offers (shared catalog_id) from a real catalogue",
+        description="For each product write K seller offers: re-encoded, resized, cropped, padded or watermarked "
+                    "images and titles with seller tags, reordered or dropped words, typos and other casing. "
+                    "The output catalogue carries catalog_id (the ground truth) and offers_truth.parquet.")
+    p.add_argument("catalog", type=Path, help="catalogue in the default layout (product_id, title, image, ...)")
+    p.add_argument("--out", type=Path, required=True, help="output folder: catalog.csv + images/ + offers_truth.parquet")
+    p.add_argument("--per-product", type=int, default=3, metavar="K", help="offers per product, the original included (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N products")
+    p.add_argument("--force", action="store_true", help="regenerate even if OUT is complete")
+    p.set_defaults(handler=_run_offers)
+
+
+def _run_offers(args) -> int:
+    from eclip.data.offers import make_offers
+
+    summary = make_offers(args.catalog, args.out, per_product=args.per_product, seed=args.seed,
+                          limit=args.limit, force=args.force)
+    print(f"{summary['products']} products -> {summary['offers']} offers in {args.out / 'catalog.csv'}")
+    return 0
+
+
+# ---------------------------------------------------------------- registry
+# Each entry adds one subcommand; keep them in the order a user meets them.
+SUBCOMMANDS = [
+    _add_offers,
+    _add_prepare,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eclip", description="Learn product representations from e-commerce catalogues (e-CLIP).")
+    from eclip import __version__
+    parser.add_argument("--version", action="version", version=f"eclip {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EclipError as error:
+        print(f"eclip {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"eclip {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
