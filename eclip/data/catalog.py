@@ -1,0 +1,236 @@
+"""Reading a catalogue in any column layout as a stream of Arrow record batches in the canonical layout.
+
+Canonical columns: `row` (1-based data row), `product_id`, `title`, `image` (path relative to the catalogue's
+folder), and where present `category`, `catalog_id`, `brand`, `price`, `description`, `adult`, `flagged`,
+`attr_<name>`. Everything is read as text: a catalogue's types are its seller's guess, checked later.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from eclip.errors import EclipError
+
+REQUIRED = ("product_id", "title", "image")
+OPTIONAL = ("category", "catalog_id", "brand", "price", "description", "adult", "flagged")
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+_TRUE = {"1", "true", "t", "yes", "y"}
+_FALSE = {"0", "false", "f", "no", "n", ""}
+
+
+@dataclass
+class ColumnMapping:
+    """Where each canonical field comes from in the catalogue's own layout."""
+
+    columns: dict[str, str] = field(default_factory=dict)  # canonical field -> source column
+    image_template: str | None = None  # e.g. "images/{id}.jpg", filled from source columns
+    category_columns: tuple[str, ...] = ()  # joined as "a > b > c"
+    attribute_columns: tuple[str, ...] = ()  # extra source columns read as attr_<column>
+
+    @classmethod
+    def from_cli(cls, pairs, image_template=None, category_columns=None, attribute_columns=None) -> "ColumnMapping":
+        known = set(REQUIRED) | set(OPTIONAL)
+        columns = {}
+        for key, value in pairs:
+            if key not in known and not key.startswith("attr_"):
+                raise EclipError(f"--map {key}={value}: unknown field {key!r}; fields are {', '.join(sorted(known))} and attr_<name>")
+            columns[key] = value
+        split = lambda text: tuple(c.strip() for c in text.split(",") if c.strip()) if text else ()
+        return cls(columns, image_template, split(category_columns), split(attribute_columns))
+
+    def template_fields(self) -> list[str]:
+        if not self.image_template:
+            return []
+        return [name for _, name, _, _ in string.Formatter().parse(self.image_template) if name]
+
+    def resolve(self, found: list[str], source: Path) -> dict[str, str]:
+        """canonical field -> source column for this file; a clear error if something required is missing."""
+        resolved = {name: name for name in (*REQUIRED, *OPTIONAL) if name in found}
+        resolved.update({name: name for name in found if name.startswith("attr_")})
+        resolved.update(self.columns)
+        resolved.update({f"attr_{name}": name for name in self.attribute_columns})
+        if self.image_template:
+            resolved.pop("image", None)
+        if self.category_columns:
+            resolved.pop("category", None)
+        needed = [c for c in resolved.values()] + self.template_fields() + list(self.category_columns)
+        missing_sources = [c for c in needed if c not in found]
+        missing_fields = [f for f in REQUIRED if f not in resolved and not (f == "image" and self.image_template)]
+        if missing_fields or missing_sources:
+            what = ", ".join([f"field {f}" for f in missing_fields] + [f"column {c}" for c in missing_sources])
+            raise EclipError(f"{source}: missing {what}; columns found: {', '.join(found)}. "
+                             f"Map them with --map FIELD=COLUMN, --image-template or --category-columns")
+        return resolved
+
+
+def detect_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise EclipError(f"{path}: unknown catalogue format {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet")
+    return fmt
+
+
+def _bad_utf8_line(path: Path) -> int | None:
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
+def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+    """The file's own column names and its rows as string record batches."""
+    if fmt in ("csv", "tsv"):
+        delimiter = "," if fmt == "csv" else "\t"
+        try:
+            with open(path, "rb") as handle:
+                header_line = handle.readline().decode("utf-8")
+        except UnicodeDecodeError:
+            raise EclipError(f"{path}: line 1 is not valid UTF-8; re-encode the file as UTF-8") from None
+        header = next(csv.reader([header_line.rstrip("\r\n")], delimiter=delimiter), []) if header_line.strip() else []
+        if not header:
+            raise EclipError(f"{path}: the file is empty; a catalogue needs a header row and at least one product")
+        reader = pacsv.open_csv(
+            path, read_options=pacsv.ReadOptions(block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header},
+                                                 strings_can_be_null=False))
+
+        def batches():
+            try:
+                for batch in reader:
+                    yield from (batch.slice(i, batch_rows) for i in range(0, batch.num_rows, batch_rows))
+            except pa.ArrowInvalid as error:
+                if "UTF8" in str(error) or "utf-8" in str(error).lower():
+                    line = _bad_utf8_line(path)
+                    raise EclipError(f"{path}: line {line} is not valid UTF-8; re-encode the file as UTF-8") from None
+                raise EclipError(f"{path}: cannot parse the CSV: {error}") from None
+
+        return header, batches()
+    if fmt == "parquet":
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as error:
+            raise EclipError(f"{path}: not a readable Parquet file ({error})") from None
+        header = parquet.schema_arrow.names
+
+        def batches():
+            for batch in parquet.iter_batches(batch_size=batch_rows):
+                yield pa.RecordBatch.from_arrays([_as_strings(c) for c in batch.columns], names=batch.schema.names)
+
+        return header, batches()
+    return _jsonl_batches(path, batch_rows)
+
+
+def _as_strings(column: pa.Array) -> pa.Array:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.cast(pa.string())
+    if pa.types.is_boolean(column.type):
+        return pa.array([None if v is None else ("1" if v else "0") for v in column.to_pylist()], pa.string())
+    return column.cast(pa.string())
+
+
+def _jsonl_batches(path: Path, batch_rows: int) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+    def records():
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    raise EclipError(f"{path}: line {number} is not valid UTF-8; re-encode the file as UTF-8") from None
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise EclipError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+                if not isinstance(record, dict):
+                    raise EclipError(f"{path}: line {number} is not a JSON object")
+                yield record
+
+    stream = records()
+    first = next(stream, None)
+    if first is None:
+        return [], iter(())
+    header = list(first)
+
+    def batches():
+        pending = [first]
+        for record in stream:
+            pending.append(record)
+            if len(pending) == batch_rows:
+                yield _records_to_batch(pending, header)
+                pending = []
+        if pending:
+            yield _records_to_batch(pending, header)
+
+    return header, batches()
+
+
+def _records_to_batch(records: list[dict], header: list[str]) -> pa.RecordBatch:
+    def text(value):
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        return value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+    return pa.RecordBatch.from_pydict({name: [text(r.get(name)) for r in records] for name in header})
+
+
+def _flag(values: list[str | None], *, unknown_is_null: bool) -> list[bool | None]:
+    out = []
+    for value in values:
+        text = (value or "").strip().lower()
+        out.append(True if text in _TRUE else False if text in _FALSE else (None if unknown_is_null else True))
+    return out
+
+
+def _canonical(batch: pa.RecordBatch, resolved: dict[str, str], mapping: ColumnMapping, first_row: int) -> pa.RecordBatch:
+    data: dict[str, pa.Array] = {"row": pa.array(range(first_row, first_row + batch.num_rows), pa.int64())}
+    column = lambda name: batch.column(batch.schema.get_field_index(name))
+    for name, source in resolved.items():
+        data[name] = column(source)
+    if mapping.image_template:
+        rows = batch.select(mapping.template_fields()).to_pylist()
+        data["image"] = pa.array([mapping.image_template.format(**{k: (v or "") for k, v in r.items()}) for r in rows], pa.string())
+    if mapping.category_columns:
+        parts = [column(c).to_pylist() for c in mapping.category_columns]
+        data["category"] = pa.array([" > ".join(p.strip() for p in path if p and p.strip()) or None for path in zip(*parts)], pa.string())
+    if "adult" in data:
+        data["adult"] = pa.array(_flag(data["adult"].to_pylist(), unknown_is_null=True), pa.bool_())
+    if "flagged" in data:
+        data["flagged"] = pa.array(_flag(data["flagged"].to_pylist(), unknown_is_null=False), pa.bool_())
+    return pa.RecordBatch.from_pydict(data)
+
+
+def read_catalog(path: Path, mapping: ColumnMapping | None = None, batch_rows: int = 256) -> Iterator[pa.RecordBatch]:
+    """Stream the catalogue as canonical record batches; raises EclipError on unusable input before yielding."""
+    path = Path(path)
+    if not path.is_file():
+        raise EclipError(f"{path}: no such catalogue file")
+    mapping = mapping or ColumnMapping()
+    header, raw = _raw_batches(path, detect_format(path), batch_rows)
+    if not header:
+        raise EclipError(f"{path}: the catalogue is empty; it needs at least one product")
+    resolved = mapping.resolve(header, path)
+
+    def stream():
+        first_row = 1
+        for batch in raw:
+            if batch.num_rows:
+                yield _canonical(batch, resolved, mapping, first_row)
+                first_row += batch.num_rows
+
+    return stream()

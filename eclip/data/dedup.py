@@ -1,0 +1,117 @@
+"""Duplicate detection (e-CLIP §3.2.2): identical titles, identical 29-digit image hashes, near-duplicate images.
+
+Each detector yields links between rows; `resolve_duplicates` then walks the rows in input order and keeps a
+row unless it links to an earlier kept row of *another* catalog (two listings of one catalog are the positives
+e-CLIP's soft labels want; the same picture or title under two catalogs is a false negative for contrastive
+learning). Rows without a catalog_id belong to no catalog, so any link rejects them, unless weak catalogs are
+asked for: then they join the earlier row's group and inherit a weak catalog_id.
+
+Deciding against earlier *kept* rows only (no transitive closure) keeps a chain of slightly similar images from
+merging a whole category into one group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+METHOD_ORDER = ("title", "image_hash", "image_embedding")
+
+
+def near_duplicate_pairs(vectors: np.ndarray, threshold: float, chunk: int = 4096, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i, j), i < j, with cosine >= threshold between unit rows of `vectors` (N, D)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if n < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    if n <= 200_000:
+        index = faiss.IndexFlatIP(dim)
+    else:  # approximate beyond this size: exact search is quadratic
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors[np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)])
+        index.nprobe = 16
+    index.add(vectors)
+    left, right = [], []
+    for start in range(0, n, chunk):
+        lims, _, neighbours = index.range_search(vectors[start:start + chunk], threshold)
+        queries = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims).astype(np.int64))
+        earlier = neighbours < queries
+        left.append(neighbours[earlier])
+        right.append(queries[earlier])
+        if progress:
+            progress(len(lims) - 1)
+    return np.concatenate(left).astype(np.int64), np.concatenate(right).astype(np.int64)
+
+
+@dataclass
+class DuplicateDecision:
+    reason: list[str | None]  # per candidate: duplicate_<method> or None (kept)
+    duplicate_of: list[int | None]  # index of the earlier kept row it duplicates
+    group: np.ndarray  # (N,) index of the group's first row, -1 for rows in no group
+    method: list[str | None]  # the link that put the row in its group
+    weak_catalog: list[str | None]  # weak catalog id assigned (weak_catalogs only)
+
+
+def resolve_duplicates(catalog_ids: list[str | None], product_ids: list[str], exact_keys: dict[str, np.ndarray],
+                       near_pairs: tuple[np.ndarray, np.ndarray] | None, weak_catalogs: bool) -> DuplicateDecision:
+    """Greedy keep-first resolution over candidates in input order.
+
+    exact_keys: method -> (N,) int key per row (equal keys = duplicates), -1 for no key.
+    near_pairs: (i, j) arrays with i < j from `near_duplicate_pairs`, or None.
+    """
+    n = len(product_ids)
+    earlier_neighbours: list[list[int]] = [[] for _ in range(n)]
+    if near_pairs is not None:
+        for i, j in zip(near_pairs[0].tolist(), near_pairs[1].tolist()):
+            earlier_neighbours[j].append(i)
+    catalog_key = [c if c is not None else (("weak",) if weak_catalogs else ("single", k)) for k, c in enumerate(catalog_ids)]
+    kept_in_cluster: dict[str, dict[int, dict]] = {m: {} for m in exact_keys}  # method -> key -> catalog -> first kept
+    reason: list[str | None] = [None] * n
+    duplicate_of: list[int | None] = [None] * n
+    method: list[str | None] = [None] * n
+    weak_catalog: list[str | None] = [None] * n
+    group = np.full(n, -1, dtype=np.int64)
+    for j in range(n):
+        mine = catalog_key[j]
+        conflict, link = None, None
+        for name in METHOD_ORDER:
+            if name in exact_keys:
+                key = int(exact_keys[name][j])
+                if key < 0:
+                    continue
+                kept = kept_in_cluster[name].get(key, {})
+                other = next((i for cat, i in kept.items() if cat != mine), None)
+                if other is not None and conflict is None:
+                    conflict = (name, other)
+                if mine in kept and link is None:
+                    link = (name, kept[mine])
+            elif name == "image_embedding" and near_pairs is not None:
+                for i in earlier_neighbours[j]:
+                    if reason[i] is not None:
+                        continue
+                    if catalog_key[i] != mine and conflict is None:
+                        conflict = (name, i)
+                    elif catalog_key[i] == mine and link is None:
+                        link = (name, i)
+        if conflict is not None:
+            name, i = conflict
+            reason[j], duplicate_of[j], method[j] = f"duplicate_{name}", i, name
+            group[j] = group[i] if group[i] >= 0 else i
+            group[i] = group[j]
+            continue
+        if link is not None:
+            name, i = link
+            method[j] = name
+            group[j] = group[i] if group[i] >= 0 else i
+            group[i] = group[j]
+            if catalog_ids[j] is None:
+                weak_catalog[j] = weak_catalog[i] or f"dup-{product_ids[i]}"
+                weak_catalog[i] = weak_catalog[j]
+        for name in exact_keys:
+            key = int(exact_keys[name][j])
+            if key >= 0:
+                kept_in_cluster[name].setdefault(key, {}).setdefault(mine, j)
+    return DuplicateDecision(reason, duplicate_of, group, method, weak_catalog)

@@ -1,0 +1,199 @@
+"""Safe image decoding, validation, thumbnails, the 29-digit image hash and a cheap near-duplicate descriptor.
+
+Everything here works on bytes already read from disk: the caller decides which paths may be opened
+(`resolve_inside`), so no path from a catalogue row is ever followed outside the catalogue's folder.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+from scipy import ndimage
+from scipy.fft import dctn
+
+# We enforce our own pixel cap from the header, before any decoding; Pillow's own check would raise a
+# DecompressionBombError only above 2x its limit and warn below it.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+HASH_GRID = 5
+HASH_SIZE_STEP = 16
+DESCRIPTOR_GRID = 8
+DCT_KEEP = 12
+DESCRIPTOR_DIM = DESCRIPTOR_GRID * DESCRIPTOR_GRID * 3 + DCT_KEEP * DCT_KEEP - 1
+
+
+class ImageRejected(Exception):
+    """An image that cannot be used; `reason` is the rejection reason recorded for its row."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """The file `relative` names under `root`, or ImageRejected if it is absolute or escapes `root`."""
+    candidate = Path(relative)
+    if candidate.is_absolute() or candidate.drive:
+        raise ImageRejected("image_path_outside_catalog", relative)
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ImageRejected("image_path_outside_catalog", relative)
+    return resolved
+
+
+def _looks_truncated(data: bytes, image_format: str | None) -> bool:
+    tail = data.rstrip(b"\x00")
+    if image_format == "JPEG":
+        return not tail.endswith(b"\xff\xd9")
+    if image_format == "PNG":
+        return b"IEND" not in tail[-16:]
+    return False
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB: alpha composited on white, CMYK converted, 16-bit channels scaled (not clipped)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.uint32)
+        peak = 65535 if image.mode.startswith("I;16") or array.max() > 255 else 255
+        image = Image.fromarray((array * 255 // peak).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    min_side: int = 100
+    max_aspect: float = 3.0
+    max_pixels: int = 40_000_000
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, int, int]:
+    """Decode and validate image bytes; returns (RGB image, width, height) or raises ImageRejected."""
+    if not data:
+        raise ImageRejected("image_unreadable", "empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            image_format = image.format
+    except Exception as error:  # Pillow raises many types for non-images
+        raise ImageRejected("image_unreadable", f"{type(error).__name__}: {error}"[:200]) from None
+    if width * height > limits.max_pixels:
+        raise ImageRejected("image_too_large", f"{width}x{height} exceeds {limits.max_pixels} pixels")
+    if min(width, height) < limits.min_side:
+        raise ImageRejected("image_too_small", f"{width}x{height}, shorter side below {limits.min_side}")
+    if max(width, height) / min(width, height) > limits.max_aspect:
+        raise ImageRejected("image_aspect", f"{width}x{height}, aspect above {limits.max_aspect}")
+    if _looks_truncated(data, image_format):
+        raise ImageRejected("image_truncated", f"{image_format} file has no end marker")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except Exception as error:
+        text = str(error)
+        reason = "image_truncated" if "truncated" in text or "broken data stream" in text else "image_unreadable"
+        raise ImageRejected(reason, f"{type(error).__name__}: {text}"[:200]) from None
+    return _to_rgb(image), width, height
+
+
+def image_hash(image: Image.Image) -> str:
+    """The e-CLIP 29-digit image hash of an RGB image.
+
+    Digits 1-25: the image is split into a 5x5 grid of equal patches (row-major); each patch's mean
+    colour (exact box average over its pixels) becomes its luminance Y = 0.299 R + 0.587 G + 0.114 B,
+    quantized to one digit floor(Y * 10 / 256) in 0..9. Digits 26-29: the width and the height, each as
+    min(99, side // 16) in two digits. Identical hashes mean duplicate images; re-encodes keep the hash,
+    resizes change its size digits.
+    """
+    means = np.asarray(image.resize((HASH_GRID, HASH_GRID), Image.Resampling.BOX), dtype=np.float32)  # (5, 5, 3)
+    luminance = means @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (5, 5)
+    digits = np.minimum(9, (luminance * 10 / 256).astype(np.int32)).ravel()
+    width, height = image.size
+    size = f"{min(99, width // HASH_SIZE_STEP):02d}{min(99, height // HASH_SIZE_STEP):02d}"
+    return "".join(map(str, digits)) + size
+
+
+def _content_box(image: Image.Image, tolerance: int = 24) -> tuple[int, int, int, int]:
+    """Bounding box of the product: outer uniform lines (borders, padding, flat background) are peeled first,
+    then pixels that differ from the remaining background are kept if they belong to a large connected blob,
+    so a small watermark in a corner does not stretch the box. Works on a ~64 px copy."""
+    factor = max(1, min(image.size) // 64)
+    small = np.asarray(image.reduce(factor) if factor > 1 else image, dtype=np.int16)  # (H, W, 3)
+    scale = image.size[0] / small.shape[1]
+    # A line is uniform when under 3% of its pixels are off its median colour. Rows are judged within the
+    # current columns and columns within the current rows, twice, so a thin frame does not make every line busy.
+    top, bottom, left, right = 0, small.shape[0], 0, small.shape[1]
+    for _ in range(2):
+        for axis in (0, 1):
+            window = small[top:bottom, left:right]
+            off = np.abs(window - np.median(window, axis=1 - axis, keepdims=True)).max(axis=2) > tolerance
+            busy = np.flatnonzero(off.mean(axis=1 - axis) >= 0.03)
+            if len(busy) < 4:
+                return (0, 0, image.size[0], image.size[1])
+            if axis == 0:
+                top, bottom = top + busy[0], top + busy[-1] + 1
+            else:
+                left, right = left + busy[0], left + busy[-1] + 1
+    inner = small[top:bottom, left:right]
+    border = np.concatenate([inner[0], inner[-1], inner[:, 0], inner[:, -1]])
+    mask = np.abs(inner - np.median(border, axis=0)).max(axis=2) > tolerance  # (h, w)
+    labels, count = ndimage.label(ndimage.binary_dilation(mask))
+    if count:
+        areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+        mask &= np.isin(labels, 1 + np.flatnonzero(areas >= 0.15 * areas.max()))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) < 2 or len(cols) < 2:
+        rows, cols = np.arange(inner.shape[0]), np.arange(inner.shape[1])
+    return (int((left + cols[0]) * scale), int((top + rows[0]) * scale),
+            int((left + cols[-1] + 1) * scale), int((top + rows[-1] + 1) * scale))
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / max(float(np.linalg.norm(vector)), 1e-6)
+
+
+def near_duplicate_descriptor(image: Image.Image) -> np.ndarray:
+    """A fixed, training-free descriptor for near-duplicate search: (335,) float32, unit length.
+
+    The product is cropped to its content box (so padding, borders, small crops and watermarks matter
+    little), then described twice with equal weight: its 8x8 colour layout (box means, minus the overall
+    mean so brightness shifts cancel but colour stays) and the 143 lowest 2-D DCT frequencies of its 32x32
+    grey version (detail such as prints and logos, as in pHash but real-valued). Compare with cosine.
+    """
+    content = image.crop(_content_box(image))
+    layout = np.asarray(content.resize((DESCRIPTOR_GRID, DESCRIPTOR_GRID), Image.Resampling.BOX), dtype=np.float32)
+    grey = np.asarray(content.convert("L").resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
+    detail = dctn(grey, norm="ortho")[:DCT_KEEP, :DCT_KEEP].ravel()[1:]  # drop the DC term: brightness
+    return _unit(np.concatenate([_unit((layout - layout.mean()).ravel()), _unit(detail)])).astype(np.float32)
+
+
+def thumbnail_jpeg(data: bytes, image: Image.Image, max_side: int, quality: int = 90) -> bytes:
+    """JPEG bytes with the longest side <= max_side; small RGB JPEGs are kept byte for byte."""
+    if max(image.size) <= max_side and data[:3] == b"\xff\xd8\xff" and _is_rgb_jpeg(data):
+        return data
+    small = image.copy()
+    small.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _is_rgb_jpeg(data: bytes) -> bool:
+    """An RGB JPEG whose pixels need no EXIF rotation: its bytes can serve as the thumbnail unchanged."""
+    with Image.open(io.BytesIO(data)) as probe:
+        return probe.mode == "RGB" and probe.getexif().get(0x0112, 1) == 1

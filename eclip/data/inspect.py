@@ -1,0 +1,103 @@
+"""The per-row stage of `prepare`: one Arrow record batch in, the same rows with their checks out.
+
+`inspect_batch` is a pure function of a canonical batch (see `catalog.py`), so it runs unchanged in a local
+process pool today and under Spark's `mapInArrow` or Ray's `map_batches` tomorrow. It adds:
+`title_norm`, `price_value`, `width`, `height`, `image_hash`, `thumbnail`, `descriptor`, and
+`reject_reason`/`reject_detail` (null when the row passed every per-row check).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from eclip.data.config import PrepareConfig
+from eclip.data.descriptors import ImageDescriptor
+from eclip.data.images import (ImageLimits, ImageRejected, decode_image, image_hash, resolve_inside,
+                               thumbnail_jpeg)
+from eclip.data.text import normalize_title, title_tokens
+
+_PRICE_NOISE = re.compile(r"[^\d.\-]")
+
+
+def _price(text: str | None) -> float | None:
+    """Prices as sellers write them ('12,900', '$12.99', '12.99 EUR'); ValueError when no number is left."""
+    if text is None or not text.strip():
+        return None
+    return float(_PRICE_NOISE.sub("", text.replace(",", "")))
+
+
+def _check_text(row: dict, config: PrepareConfig) -> tuple[str, str] | None:
+    if row.get("flagged"):
+        return "flagged", "flagged by the catalogue"
+    if not (row.get("product_id") or "").strip():
+        return "missing_product_id", ""
+    tokens = title_tokens(row["title_norm"])
+    if tokens < config.min_title_tokens:
+        return "title_too_short", f"{tokens} tokens after normalization"
+    if tokens > config.max_title_tokens:
+        return "title_too_long", f"{tokens} tokens"
+    try:
+        _price(row.get("price"))
+    except ValueError:
+        return "price_invalid", f"price {row.get('price')!r} is not a number"
+    return None
+
+
+def inspect_batch(batch: pa.RecordBatch, root: Path, config: PrepareConfig,
+                  descriptor: ImageDescriptor) -> pa.RecordBatch:
+    """Validate every row of `batch`, reading its image from under `root` only."""
+    limits = ImageLimits(config.min_side, config.max_aspect, config.max_pixels)
+    rows = batch.to_pylist()
+    n = len(rows)
+    title_norm = [normalize_title(r.get("title") or "") for r in rows]
+    reasons: list[str | None] = [None] * n
+    details: list[str | None] = [None] * n
+    width, height = [None] * n, [None] * n
+    hashes, thumbnails = [None] * n, [None] * n
+    prices = [None] * n
+    decoded, decoded_at = [], []
+    for i, row in enumerate(rows):
+        row["title_norm"] = title_norm[i]
+        rejection = _check_text(row, config)
+        if rejection is None:
+            try:
+                image_field = (row.get("image") or "").strip()
+                if not image_field:
+                    raise ImageRejected("image_missing", "no image given")
+                path = resolve_inside(root, image_field)
+                if not path.is_file():
+                    raise ImageRejected("image_missing", image_field)
+                data = path.read_bytes()
+                image, width[i], height[i] = decode_image(data, limits)
+                hashes[i] = image_hash(image)
+                thumbnails[i] = thumbnail_jpeg(data, image, config.thumbnail_size)
+                prices[i] = _price(row.get("price"))
+                decoded.append(image)
+                decoded_at.append(i)
+            except ImageRejected as error:
+                rejection = (error.reason, error.detail)
+        if rejection is not None:
+            reasons[i], details[i] = rejection
+    vectors = np.zeros((n, descriptor.dim), dtype=np.float32)  # (n, D); rejected rows stay zero
+    if decoded:
+        vectors[decoded_at] = descriptor(decoded)
+    descriptor_type = pa.list_(pa.float32(), descriptor.dim)
+    columns = {
+        "title_norm": pa.array(title_norm, pa.string()),
+        "price_value": pa.array(prices, pa.float64()),
+        "width": pa.array(width, pa.int32()),
+        "height": pa.array(height, pa.int32()),
+        "image_hash": pa.array(hashes, pa.string()),
+        "thumbnail": pa.array(thumbnails, pa.binary()),
+        "descriptor": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), type=descriptor_type),
+        "reject_reason": pa.array(reasons, pa.string()),
+        "reject_detail": pa.array(details, pa.string()),
+    }
+    out = batch
+    for name, array in columns.items():
+        out = out.append_column(name, array)
+    return out

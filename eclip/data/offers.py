@@ -1,0 +1,442 @@
+"""Multi-seller offers: K listings of every real product, as different sellers would upload them.
+
+Offer 0 is the original listing (same title, image copied byte for byte). Offers 1..K-1 are the same
+product re-listed: the image re-encoded and maybe resized, cropped, padded, framed or watermarked; the
+title maybe tagged ("[Free shipping]"), reordered, shortened, misspelt or re-cased. All offers of a
+product share `catalog_id`, so dedup, matching and clustering can be scored against `offers_truth.parquet`.
+
+Every offer draws its variations from its own generator seeded by (seed, product_id, offer index), so the
+output is byte-identical whatever the worker count, chunking or `limit`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import random
+import re
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from eclip.data.images import ImageLimits, ImageRejected, decode_image, resolve_inside
+from eclip.errors import EclipError
+from eclip.progress import progress_bar
+
+REQUIRED_COLUMNS = ("product_id", "title", "image")
+# Bump when a variation changes, so that a finished OUT made by older code is regenerated.
+GENERATOR_VERSION = 1
+CHUNK_PRODUCTS = 32
+
+SELLER_TAGS = (
+    "[Free shipping]", "[Free Shipping]", "2024 NEW", "NEW", "Best Seller", "(Official)", "★Sale★",
+    "[Hot Deal]", "[Today Only]", "[Limited Stock]", "100% Genuine", "[Fast Delivery]", "[Special Price]",
+    "Official Store", "[Ships Today]",
+)
+WATERMARKS = (
+    "StyleMart", "@fashionhub", "BestDeals", "Official Store", "trendy.shop", "MEGA MALL", "(c) UrbanWear",
+    "shopnow", "DailyLook", "Outlet24",
+)
+PAD_COLOURS = ((255, 255, 255), (248, 248, 248), (245, 242, 235), (238, 242, 248), (242, 248, 242))
+BORDER_COLOURS = ((0, 0, 0), (90, 90, 90), (200, 200, 200), (20, 40, 110), (180, 30, 40), (230, 120, 20))
+DARK_INKS = ((0, 0, 0), (110, 110, 110), (180, 30, 40))
+LIGHT_INK = (255, 255, 255)
+CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+# Only the decompression-bomb cap matters here; size and aspect are `prepare`'s decision.
+_DECODE_LIMITS = ImageLimits(min_side=1, max_aspect=float("inf"))
+
+
+@dataclass(frozen=True)
+class ProductTask:
+    """One source product as the workers see it: `source` is None when its image cannot be opened."""
+    product_id: str
+    title: str
+    image: str  # as given in the catalogue
+    source: Path | None
+
+
+@dataclass(frozen=True)
+class Offer:
+    product_id: str
+    image: str  # relative to OUT; as given in the catalogue when it could not be opened
+    title: str
+    image_ops: tuple[str, ...]
+    title_ops: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- titles
+def _swap_adjacent_words(words: list[str], rng: random.Random, ops: list[str]) -> None:
+    """One or two swaps of neighbouring, different words at non-overlapping positions."""
+    positions = [i for i in range(len(words) - 1) if words[i].lower() != words[i + 1].lower()]
+    rng.shuffle(positions)
+    wanted = rng.choice((1, 1, 2))
+    chosen: list[int] = []
+    for i in positions:
+        if len(chosen) < wanted and all(abs(i - j) > 1 for j in chosen):
+            chosen.append(i)
+    for i in sorted(chosen):
+        words[i], words[i + 1] = words[i + 1], words[i]
+        ops.append(f"swap={words[i + 1]}<->{words[i]}")
+
+
+def _typo(word: str, rng: random.Random) -> tuple[str, str]:
+    kind = rng.choice(("swap", "drop", "duplicate"))
+    if kind == "swap":
+        pairs = [i for i in range(1, len(word) - 2) if word[i] != word[i + 1]]
+        if pairs:
+            i = rng.choice(pairs)
+            return word[:i] + word[i + 1] + word[i] + word[i + 2:], kind
+        kind = "drop"
+    if kind == "drop":
+        i = rng.randrange(1, len(word) - 1)  # keep the first and last letter, as readers do
+        return word[:i] + word[i + 1:], kind
+    i = rng.randrange(1, len(word))
+    return word[:i] + word[i] + word[i:], kind
+
+
+def _capitalize_words(text: str) -> str:
+    return " ".join(w[:1].upper() + w[1:].lower() for w in text.split(" "))
+
+
+_CASINGS = {"upper": str.upper, "lower": str.lower, "title": _capitalize_words}
+
+
+def vary_title(title: str, rng: random.Random) -> tuple[str, list[str]]:
+    """A seller's version of `title` and the names of the edits; always differs from `title`."""
+    words = title.split()
+    ops: list[str] = []
+    # At most two word edits (drop, swaps, typo), or the listing stops reading like the same product.
+    edits = 0
+    # The first word (usually the brand) and the last (the product type) are what buyers search for.
+    if len(words) >= 4 and rng.random() < 0.3:
+        i = rng.randrange(1, len(words) - 1)
+        ops.append(f"drop={words.pop(i)}")
+        edits += 1
+    if len(words) >= 2 and rng.random() < 0.35:
+        _swap_adjacent_words(words, rng, ops)
+        edits += 1
+    typo_candidates = [i for i, w in enumerate(words) if w.isalpha() and len(w) >= 4]
+    if edits < 2 and typo_candidates and rng.random() < 0.3:
+        i = rng.choice(typo_candidates)
+        misspelt, kind = _typo(words[i], rng)
+        ops.append(f"typo_{kind}={words[i]}->{misspelt}")
+        words[i] = misspelt
+    text = " ".join(words)
+    if rng.random() < 0.25:
+        casings = [name for name, recase in _CASINGS.items() if recase(text) != text]
+        if casings:
+            name = rng.choice(casings)
+            text = _CASINGS[name](text)
+            ops.append(f"case={name}")
+    placement = rng.random()
+    if placement < 0.55 or not ops:
+        first, second = rng.sample(SELLER_TAGS, 2)
+        if placement < 0.3 or not ops:
+            text = f"{first} {text}".strip()
+            ops.append(f"tag_prefix={first}")
+        elif placement < 0.45:
+            text = f"{text} {first}"
+            ops.append(f"tag_suffix={first}")
+        else:
+            text = f"{first} {text} {second}"
+            ops += [f"tag_prefix={first}", f"tag_suffix={second}"]
+    return text, ops
+
+
+# ---------------------------------------------------------------- images
+@lru_cache(maxsize=64)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _crop(image: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
+    width, height = image.size
+    left, right = (rng.randint(0, round(0.08 * width)) for _ in range(2))
+    top, bottom = (rng.randint(0, round(0.08 * height)) for _ in range(2))
+    if not left + right + top + bottom:
+        left = max(1, round(0.04 * width))
+    return image.crop((left, top, width - right, height - bottom)), f"crop=l{left},t{top},r{right},b{bottom}"
+
+
+def _pad(image: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
+    width, height = image.size
+    colour = PAD_COLOURS[0] if rng.random() < 0.6 else rng.choice(PAD_COLOURS[1:])
+    horizontal = rng.randint(0, round(0.1 * width))
+    vertical = rng.randint(0, round(0.1 * height))
+    if not horizontal + vertical:
+        horizontal = max(1, round(0.05 * width))
+    padded = ImageOps.expand(image, border=(horizontal, vertical, horizontal, vertical), fill=colour)
+    return padded, f"pad=x{horizontal},y{vertical},#{bytes(colour).hex()}"
+
+
+def _resize(image: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
+    scale = rng.uniform(0.7, 0.95) if rng.random() < 0.5 else rng.uniform(1.05, 1.3)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    resample = rng.choice((Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS))
+    return image.resize(size, resample), f"resize={scale:.3f}->{size[0]}x{size[1]}"
+
+
+def _border(image: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
+    width = rng.randint(1, max(2, min(image.size) // 60))
+    colour = rng.choice(BORDER_COLOURS)
+    return ImageOps.expand(image, border=width, fill=colour), f"border={width}px,#{bytes(colour).hex()}"
+
+
+def _watermark(image: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
+    text = rng.choice(WATERMARKS)
+    corner = rng.choice(CORNERS)
+    font = _font(max(9, round(image.height * rng.uniform(0.045, 0.07))))
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    margin = max(2, round(0.03 * min(image.size)))
+    x = margin - left if corner.endswith("left") else image.width - margin - right
+    y = margin - top if corner.startswith("top") else image.height - margin - bottom
+    # Sellers pick an ink that shows: dark on the usual white studio background, white on dark photos.
+    behind = image.crop((x + left, y + top, x + right, y + bottom)).convert("L").resize((1, 1), Image.Resampling.BOX)
+    ink = (rng.choice(DARK_INKS) if behind.getpixel((0, 0)) > 128 else LIGHT_INK) + (rng.randint(70, 140),)
+    draw.text((x, y), text, font=font, fill=ink)
+    marked = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
+    return marked, f"watermark={corner},alpha{ink[3]},{text}"
+
+
+# Applied in this order, each with its probability: what a seller's editing tool would do before upload.
+_IMAGE_VARIATIONS = ((_crop, 0.35), (_pad, 0.3), (_resize, 0.5), (_border, 0.15), (_watermark, 0.25))
+
+
+def vary_image(image: Image.Image, rng: random.Random) -> tuple[bytes, list[str]]:
+    """JPEG bytes of a seller's version of the RGB `image` and the names of the edits (re-encode last)."""
+    ops: list[str] = []
+    for variation, probability in _IMAGE_VARIATIONS:
+        if rng.random() < probability:
+            image, op = variation(image, rng)
+            ops.append(op)
+    quality = rng.randint(60, 95)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    ops.append(f"jpeg=q{quality}")
+    return buffer.getvalue(), ops
+
+
+# ---------------------------------------------------------------- offers of one product
+def _offer_id(product_id: str, index: int) -> str:
+    return f"{product_id}-o{index}"
+
+
+def _file_stem(offer_id: str) -> str:
+    """`offer_id` when it is a safe file name, else a sanitized name made unique by a short hash."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", offer_id).lstrip(".")
+    if safe == offer_id:
+        return safe
+    return f"{safe[:80]}-{hashlib.sha1(offer_id.encode()).hexdigest()[:10]}"
+
+
+def _offer_rng(seed: int, product_id: str, index: int, part: str) -> random.Random:
+    # String seeds go through SHA-512: stable across processes and Python runs, unlike hash().
+    return random.Random(f"{seed}/{product_id}/{index}/{part}")
+
+
+def make_product_offers(task: ProductTask, per_product: int, seed: int, images_dir: Path) -> list[Offer]:
+    """Write the images of one product's offers into `images_dir`; returns the offers, offer 0 first."""
+    original_id = _offer_id(task.product_id, 0)
+    if task.source is None:
+        return [Offer(original_id, task.image, task.title, (), ())]
+    data = task.source.read_bytes()
+    original_name = _file_stem(original_id) + (task.source.suffix.lower() or ".jpg")
+    (images_dir / original_name).write_bytes(data)
+    offers = [Offer(original_id, f"images/{original_name}", task.title, (), ())]
+    try:
+        image, _, _ = decode_image(data, _DECODE_LIMITS)
+    except ImageRejected:
+        return offers  # copied through once; `prepare` will reject it with the reason
+    for index in range(1, per_product):
+        offer_id = _offer_id(task.product_id, index)
+        jpeg, image_ops = vary_image(image, _offer_rng(seed, task.product_id, index, "image"))
+        title, title_ops = vary_title(task.title, _offer_rng(seed, task.product_id, index, "title"))
+        name = _file_stem(offer_id) + ".jpg"
+        (images_dir / name).write_bytes(jpeg)
+        offers.append(Offer(offer_id, f"images/{name}", title, tuple(image_ops), tuple(title_ops)))
+    return offers
+
+
+def _make_chunk(tasks: list[ProductTask], per_product: int, seed: int, images_dir: Path) -> list[list[Offer]]:
+    return [make_product_offers(task, per_product, seed, images_dir) for task in tasks]
+
+
+# ---------------------------------------------------------------- catalogue in, folder out
+def _read_catalog(catalog: Path, limit: int | None) -> tuple[list[str], list[dict[str, str]]]:
+    if not catalog.is_file():
+        raise EclipError(f"{catalog}: no such file; pass a catalogue CSV (product_id,title,image,...)")
+    if catalog.suffix.lower() != ".csv":
+        raise EclipError(f"{catalog}: offers reads a CSV catalogue in the default layout (product_id,title,image,...)")
+    with catalog.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header:
+            raise EclipError(f"{catalog}: empty file; expected a header row product_id,title,image,...")
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise EclipError(f"{catalog}: missing column(s) {', '.join(missing)}; found {', '.join(header)}")
+        rows: list[dict[str, str]] = []
+        first_row: dict[str, int] = {}
+        for row_number, values in enumerate(reader, start=1):
+            if limit is not None and len(rows) == limit:
+                break
+            if not values:
+                continue
+            if len(values) != len(header):
+                raise EclipError(f"{catalog}: row {row_number} has {len(values)} fields, the header has {len(header)}")
+            row = dict(zip(header, values))
+            product_id = row["product_id"]
+            if not product_id:
+                raise EclipError(f"{catalog}: row {row_number} has an empty product_id; every product needs one")
+            if product_id in first_row:
+                raise EclipError(f"{catalog}: row {row_number} repeats product_id {product_id!r} of row "
+                                 f"{first_row[product_id]}; offer ids must be unique")
+            first_row[product_id] = row_number
+            rows.append(row)
+    return header, rows
+
+
+def _task(row: dict[str, str], root: Path) -> ProductTask:
+    try:
+        source = resolve_inside(root, row["image"]) if row["image"] else None
+    except ImageRejected:
+        source = None
+    if source is not None and not source.is_file():
+        source = None
+    return ProductTask(row["product_id"], row["title"], row["image"], source)
+
+
+def _arguments(catalog: Path, per_product: int, seed: int, limit: int | None) -> dict:
+    stat = catalog.stat()
+    return {"catalog": str(catalog.resolve()), "catalog_bytes": stat.st_size, "catalog_mtime_ns": stat.st_mtime_ns,
+            "per_product": per_product, "seed": seed, "limit": limit, "version": GENERATOR_VERSION}
+
+
+def _finished_summary(out: Path, arguments: dict) -> dict | None:
+    """The summary of a complete OUT made with `arguments`, else None."""
+    try:
+        record = json.loads((out / "offers.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("arguments") != arguments:
+        return None
+    return record.get("summary")
+
+
+def _check_replaceable(out: Path) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise EclipError(f"{out}: exists and is not a folder; choose another --out")
+    if any(out.iterdir()) and not (out / "offers.json").is_file():
+        raise EclipError(f"{out}: a non-empty folder not written by `eclip offers`; choose another --out or remove it")
+
+
+def _write_catalog(path: Path, header: list[str], rows: list[dict[str, str]], offers: list[list[Offer]]) -> None:
+    columns = list(header)
+    if "catalog_id" not in columns:
+        columns.insert(columns.index("product_id") + 1, "catalog_id")
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row, product_offers in zip(rows, offers):
+            for offer in product_offers:
+                writer.writerow({**row, "product_id": offer.product_id, "catalog_id": f"c{row['product_id']}",
+                                 "title": offer.title, "image": offer.image})
+
+
+def _write_truth(path: Path, rows: list[dict[str, str]], offers: list[list[Offer]]) -> None:
+    flat = [(row["product_id"], index, offer) for row, product_offers in zip(rows, offers)
+            for index, offer in enumerate(product_offers)]
+    table = pa.table({
+        "product_id": pa.array([offer.product_id for _, _, offer in flat], pa.string()),
+        "catalog_id": pa.array([f"c{source}" for source, _, _ in flat], pa.string()),
+        "source_product_id": pa.array([source for source, _, _ in flat], pa.string()),
+        "offer_index": pa.array([index for _, index, _ in flat], pa.int32()),
+        "image_ops": pa.array([list(offer.image_ops) for _, _, offer in flat], pa.list_(pa.string())),
+        "title_ops": pa.array([list(offer.title_ops) for _, _, offer in flat], pa.list_(pa.string())),
+    })
+    pq.write_table(table, path)
+
+
+def _generate(tasks: list[ProductTask], per_product: int, seed: int, images_dir: Path, workers: int) -> list[list[Offer]]:
+    chunks = [tasks[i:i + CHUNK_PRODUCTS] for i in range(0, len(tasks), CHUNK_PRODUCTS)]
+    workers = min(workers or os.cpu_count() or 1, len(chunks))
+    offers: list[list[Offer]] = []
+    with progress_bar("offers", len(tasks)) as advance:
+        if workers <= 1:
+            for chunk in chunks:
+                result = _make_chunk(chunk, per_product, seed, images_dir)
+                offers += result
+                advance(len(result))
+            return offers
+        # forkserver: the parent may hold threads (torch, rich) that a plain fork would copy half-locked.
+        context = multiprocessing.get_context("forkserver")
+        make_chunk = partial(_make_chunk, per_product=per_product, seed=seed, images_dir=images_dir)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            for result in pool.map(make_chunk, chunks):
+                offers += result
+                advance(len(result))
+    return offers
+
+
+def make_offers(catalog: Path, out: Path, per_product: int = 3, seed: int = 0, limit: int | None = None,
+                force: bool = False, workers: int = 0) -> dict:
+    """Write `per_product` seller offers of each product of `catalog` into the folder `out`.
+
+    `out` gets catalog.csv (the source columns plus catalog_id), images/, offers_truth.parquet and, last,
+    offers.json. The folder is built beside `out` and renamed into place, so an `out` that exists is complete.
+    Rows whose image path escapes the catalogue's folder or names no file are copied through as offer 0
+    only, path unchanged, and rows whose image does not decode as offer 0 only (a byte copy), so that
+    `prepare` rejects them with its usual reasons. `workers=0` uses one process per core.
+    Returns {"products", "offers", "passed_through"}.
+    """
+    catalog, out = Path(catalog), Path(out).resolve()
+    if per_product < 1:
+        raise EclipError(f"--per-product must be at least 1 (the original listing), got {per_product}")
+    if limit is not None and limit < 1:
+        raise EclipError(f"--limit must be at least 1, got {limit}")
+    header, rows = _read_catalog(catalog, limit)
+    arguments = _arguments(catalog, per_product, seed, limit)
+    if not force and (summary := _finished_summary(out, arguments)) is not None:
+        return summary
+    _check_replaceable(out)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
+    (staging / "images").mkdir(parents=True)
+    try:
+        root = catalog.parent
+        tasks = [_task(row, root) for row in rows]
+        offers = _generate(tasks, per_product, seed, staging / "images", workers)
+        _write_catalog(staging / "catalog.csv", header, rows, offers)
+        _write_truth(staging / "offers_truth.parquet", rows, offers)
+        summary = {"products": len(rows), "offers": sum(map(len, offers)),
+                   "passed_through": sum(task.source is None or len(o) < per_product for task, o in zip(tasks, offers))}
+        # Written last: its presence is what makes a folder complete.
+        (staging / "offers.json").write_text(json.dumps({"arguments": arguments, "summary": summary}, indent=2) + "\n")
+        if out.exists():
+            previous = out.parent / f".{out.name}.previous"
+            shutil.rmtree(previous, ignore_errors=True)
+            out.rename(previous)
+            staging.rename(out)
+            shutil.rmtree(previous)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
