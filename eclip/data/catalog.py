@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -101,21 +102,26 @@ def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], Iter
         header = next(csv.reader([header_line.rstrip("\r\n")], delimiter=delimiter), []) if header_line.strip() else []
         if not header:
             raise EclipError(f"{path}: the file is empty; a catalogue needs a header row and at least one product")
-        reader = pacsv.open_csv(
-            path, read_options=pacsv.ReadOptions(block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header},
-                                                 strings_can_be_null=False))
+        def csv_error(error: pa.ArrowInvalid) -> EclipError:
+            if "UTF8" in str(error):
+                return EclipError(f"{path}: line {_bad_utf8_line(path)} is not valid UTF-8; re-encode the file as UTF-8")
+            return EclipError(f"{path}: cannot parse the CSV: {error}")
+
+        try:  # the first block is parsed on open
+            reader = pacsv.open_csv(
+                path, read_options=pacsv.ReadOptions(block_size=1 << 22),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header},
+                                                     strings_can_be_null=False))
+        except pa.ArrowInvalid as error:
+            raise csv_error(error) from None
 
         def batches():
             try:
                 for batch in reader:
                     yield from (batch.slice(i, batch_rows) for i in range(0, batch.num_rows, batch_rows))
             except pa.ArrowInvalid as error:
-                if "UTF8" in str(error) or "utf-8" in str(error).lower():
-                    line = _bad_utf8_line(path)
-                    raise EclipError(f"{path}: line {line} is not valid UTF-8; re-encode the file as UTF-8") from None
-                raise EclipError(f"{path}: cannot parse the CSV: {error}") from None
+                raise csv_error(error) from None
 
         return header, batches()
     if fmt == "parquet":
@@ -197,11 +203,17 @@ def _flag(values: list[str | None], *, unknown_is_null: bool) -> list[bool | Non
     return out
 
 
+def _blank_to_null(values: pa.Array) -> pa.Array:
+    """An empty or all-space cell means 'not given', whatever the file format wrote for it."""
+    blank = pc.equal(pc.utf8_trim_whitespace(values), "")
+    return pc.if_else(blank, pa.scalar(None, pa.string()), values)
+
+
 def _canonical(batch: pa.RecordBatch, resolved: dict[str, str], mapping: ColumnMapping, first_row: int) -> pa.RecordBatch:
     data: dict[str, pa.Array] = {"row": pa.array(range(first_row, first_row + batch.num_rows), pa.int64())}
     column = lambda name: batch.column(batch.schema.get_field_index(name))
     for name, source in resolved.items():
-        data[name] = column(source)
+        data[name] = _blank_to_null(column(source))
     if mapping.image_template:
         rows = batch.select(mapping.template_fields()).to_pylist()
         data["image"] = pa.array([mapping.image_template.format(**{k: (v or "") for k, v in r.items()}) for r in rows], pa.string())

@@ -115,7 +115,7 @@ def image_hash(image: Image.Image) -> str:
     """The e-CLIP 29-digit image hash of an RGB image.
 
     Digits 1-25: the image is split into a 5x5 grid of equal patches (row-major); each patch's mean
-    colour (exact box average over its pixels) becomes its luminance Y = 0.299 R + 0.587 G + 0.114 B,
+    colour (box average over its pixels, rounded to 8 bits per channel) becomes its luminance Y = 0.299 R + 0.587 G + 0.114 B,
     quantized to one digit floor(Y * 10 / 256) in 0..9. Digits 26-29: the width and the height, each as
     min(99, side // 16) in two digits. Identical hashes mean duplicate images; re-encodes keep the hash,
     resizes change its size digits.
@@ -143,7 +143,7 @@ def _content_box(image: Image.Image, tolerance: int = 24) -> tuple[int, int, int
             window = small[top:bottom, left:right]
             off = np.abs(window - np.median(window, axis=1 - axis, keepdims=True)).max(axis=2) > tolerance
             busy = np.flatnonzero(off.mean(axis=1 - axis) >= 0.03)
-            if len(busy) < 4:
+            if len(busy) == 0:  # a flat image: nothing to crop to
                 return (0, 0, image.size[0], image.size[1])
             if axis == 0:
                 top, bottom = top + busy[0], top + busy[-1] + 1

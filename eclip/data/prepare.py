@@ -266,7 +266,9 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
             "options": config.to_dict(), "mapping": {k: v for k, v in mapping.__dict__.items()},
             "fingerprint": fingerprint,
         }
-        (building / store.REPORT).write_text(json.dumps(report, indent=2, default=list))
+        text = json.dumps(report, indent=2, default=list)
+        report = json.loads(text)  # the caller sees exactly what a later run reads back
+        (building / store.REPORT).write_text(text)
         store.publish(building, out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)

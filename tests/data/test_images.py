@@ -1,0 +1,83 @@
+"""Image primitives: the 29-digit hash against a hand-computed value, path containment, descriptor robustness."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from eclip.data.images import (ImageLimits, ImageRejected, decode_image, image_hash, near_duplicate_descriptor,
+                               resolve_inside)
+from eclip.data.text import normalize_title, title_tokens
+
+
+def test_hash_matches_hand_computation():
+    # 160x80: left 40% black, right 40% white, the middle column half and half.
+    image = Image.new("RGB", (160, 80), "white")
+    image.paste((0, 0, 0), (0, 0, 80, 80))
+    # patch columns are 32 px wide: cols 0-1 black, col 2 = 16 black + 16 white -> mean 127.5, stored as the
+    # 8-bit 128 -> Y = 128 -> floor(1280 / 256) = 5; cols 3-4 white -> 9; size 160 // 16 = 10, 80 // 16 = 5
+    assert image_hash(image) == "00599" * 5 + "1005"
+
+
+def test_hash_uses_luminance_and_caps_size():
+    red = Image.new("RGB", (2000, 48), (255, 0, 0))  # Y = 76.2 -> digit 2; 2000 // 16 = 125 -> capped at 99
+    assert image_hash(red) == "2" * 25 + "9903"
+
+
+def test_hash_survives_reencoding_of_a_real_photo(fashion_dir):
+    path = next((fashion_dir / "images").glob("*.jpg"))
+    image, _, _ = decode_image(path.read_bytes(), ImageLimits())
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    again, _, _ = decode_image(buffer.getvalue(), ImageLimits())
+    assert image_hash(again) == image_hash(image)
+    assert image_hash(again.resize((300, 300)))[-4:] == "1818"
+
+
+@pytest.mark.parametrize("relative", ["../x.jpg", "a/../../x.jpg", "/etc/passwd"])
+def test_paths_cannot_escape_the_catalogue(tmp_path, relative):
+    with pytest.raises(ImageRejected) as error:
+        resolve_inside(tmp_path / "root", relative)
+    assert error.value.reason == "image_path_outside_catalog"
+
+
+def test_symlink_out_of_the_catalogue_is_refused(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    (tmp_path / "root" / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    with pytest.raises(ImageRejected):
+        resolve_inside(tmp_path / "root", "link.jpg")
+    assert resolve_inside(tmp_path / "root", "sub/ok.jpg") == (tmp_path / "root" / "sub" / "ok.jpg").resolve()
+
+
+def test_descriptor_tolerates_seller_edits_but_separates_products(fashion_dir):
+    paths = sorted((fashion_dir / "images").glob("*.jpg"))[:20]
+    images = [decode_image(p.read_bytes(), ImageLimits())[0] for p in paths]
+    reference = np.stack([near_duplicate_descriptor(i) for i in images])  # (20, D)
+
+    def marked(image):
+        image = image.resize((180, 180))
+        ImageDraw.Draw(image).text((4, 166), "SHOP", fill=(120, 120, 120))
+        return image
+
+    edits = {
+        "framed": lambda i: ImageOps.expand(ImageOps.expand(i, border=20, fill=(250, 250, 250)), border=4, fill=(200, 0, 0)),
+        "watermarked": marked,
+        "cropped": lambda i: i.crop((8, 8, i.width - 8, i.height - 8)),
+    }
+    for name, edit in edits.items():
+        edited = np.stack([near_duplicate_descriptor(edit(i)) for i in images])
+        same = (edited * reference).sum(axis=1)
+        assert np.median(same) > 0.97 and (same > 0.9).mean() >= 0.8, name
+    cross = reference @ reference.T
+    assert np.median(cross[np.triu_indices(len(images), 1)]) < 0.9
+
+
+def test_title_normalization():
+    assert normalize_title("[Free Shipping] NIKE Air-Max 90 (Black)!!") == "free shipping nike air max 90 black"
+    assert normalize_title("나이키 에어맥스_90 ★정품★") == "나이키 에어맥스 90 정품"
+    assert title_tokens(normalize_title("*** Nike ###")) == 1

@@ -1,0 +1,265 @@
+"""`eclip prepare`: every row accepted or rejected with the right reason, atomic output, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageOps
+
+from eclip.cli import main
+from eclip.data.catalog import ColumnMapping, read_catalog
+from eclip.data.config import PrepareConfig
+from eclip.data.prepare import prepare
+from eclip.data.store import connect, read_products
+from eclip.errors import EclipError
+
+FIELDS = ["product_id", "title", "image", "category", "catalog_id", "flagged", "attr_color"]
+
+
+def write_csv(path: Path, rows: list[dict], fields=FIELDS) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows([{k: r.get(k, "") for k in fields} for r in rows])
+    return path
+
+
+def save(image: Image.Image, path: Path, **options) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **options)
+    return str(path.relative_to(path.parents[1]))
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, fashion_dir):
+    """A catalogue of real products plus one planted case for every rejection reason; expected reason per id."""
+    root = tmp_path_factory.mktemp("planted")
+    images = root / "images"
+    images.mkdir()
+    real = list(csv.DictReader(open(fashion_dir / "catalog.csv", encoding="utf-8")))
+    rows, expected = [], {}
+
+    def add(product_id, title, image, reason=None, **extra):
+        rows.append({"product_id": product_id, "title": title, "image": image, "category": "Apparel > Topwear > Shirts", **extra})
+        expected[product_id] = reason
+
+    picked = []
+    seen_titles = set()
+    for r in real:  # distinct titles so only planted duplicates collide
+        if r["title"].lower() not in seen_titles:
+            seen_titles.add(r["title"].lower())
+            picked.append(r)
+        if len(picked) == 24:
+            break
+    for r in picked[:20]:
+        shutil.copy(fashion_dir / r["image"], images / Path(r["image"]).name)
+        add(r["product_id"], r["title"], f"images/{Path(r['image']).name}")
+    base = Image.open(fashion_dir / picked[0]["image"]).convert("RGB")
+    photo = Image.open(fashion_dir / picked[20]["image"]).convert("RGB")
+
+    # formats that must be accepted
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.new("L", photo.size, 0).point(lambda _: 0))  # fully transparent: must come out white
+    add("png-alpha", "Transparent Product Shot Sample", save(rgba, images / "alpha.png"))
+    add("cmyk", "Cmyk Encoded Catalogue Photo", save(Image.open(fashion_dir / picked[21]["image"]).convert("CMYK"), images / "cmyk.jpg", quality=92))
+    sixteen = (np.asarray(Image.open(fashion_dir / picked[22]["image"]).convert("L"), dtype=np.uint16) * 257)
+    add("png-16bit", "Sixteen Bit Grey Scan", save(Image.fromarray(sixteen).convert("I;16"), images / "grey16.png"))
+    # invalid images
+    (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 20)
+    add("corrupt", "Corrupt Jpeg Bytes Here", "images/corrupt.jpg", "image_unreadable")
+    data = (fashion_dir / picked[23]["image"]).read_bytes()
+    (images / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    add("truncated", "Half Written Jpeg File", "images/truncated.jpg", "image_truncated")
+    (images / "empty.jpg").write_bytes(b"")
+    add("empty", "Zero Byte Image File", "images/empty.jpg", "image_unreadable")
+    add("missing", "Image File Not There", "images/nope.jpg", "image_missing")
+    add("no-image", "No Image Column Value", "", "image_missing")
+    (root.parent / "secret.jpg").write_bytes((fashion_dir / picked[0]["image"]).read_bytes())
+    add("escape", "Path Escapes The Folder", "../secret.jpg", "image_path_outside_catalog")
+    add("absolute", "Absolute Path Is Refused", str(fashion_dir / picked[0]["image"]), "image_path_outside_catalog")
+    add("tiny", "Very Small Thumbnail Image", save(base.resize((60, 60)), images / "tiny.jpg"), "image_too_small")
+    add("wide", "Extreme Banner Aspect Image", save(base.resize((900, 200)), images / "wide.jpg"), "image_aspect")
+    add("bomb", "Huge Pixel Count Header", save(Image.new("RGB", (5000, 4000), "white"), images / "bomb.png"), "image_too_large")
+    # text and flags
+    add("short", "Nike Shoe", f"images/{Path(picked[1]['image']).name}", "title_too_short")
+    add("symbols", "*** Nike ###", f"images/{Path(picked[1]['image']).name}", "title_too_short")
+    add("flagged", "Flagged Listing Of Something", f"images/{Path(picked[2]['image']).name}", "flagged", flagged="1")
+    add(picked[3]["product_id"], "Same Id Listed Twice", f"images/{Path(picked[4]['image']).name}", "duplicate_product_id")
+    # duplicates of another catalog
+    add("same-title", picked[5]["title"].upper() + "!", save(photo.rotate(90), images / "rotated.jpg"), "duplicate_title")
+    add("reencoded", "Another Seller Different Words", save(base, images / "reencoded.jpg", quality=80), "duplicate_image_hash")
+    framed = ImageOps.expand(ImageOps.expand(base, border=12, fill="white"), border=3, fill=(20, 40, 160))
+    add("framed", "Framed Copy With Other Title", save(framed, images / "framed.jpg", quality=85), "duplicate_image_embedding")
+    # same catalog: offers of one product are kept, not rejected
+    add("offer-a", "Grand Offer Alpha Version Shirt", save(photo.resize((300, 300)), images / "oa.jpg"), catalog_id="C1")
+    add("offer-b", "Grand Offer Alpha Version Shirt", save(photo.resize((300, 300)), images / "ob.jpg", quality=70), catalog_id="C1")
+    catalog = write_csv(root / "catalog.csv", rows)
+    report = prepare(catalog, root / "out", config=PrepareConfig(workers=2, max_pixels=10_000_000))
+    return root, report, expected
+
+
+def test_every_row_is_accounted_for_with_its_reason(planted):
+    root, report, expected = planted
+    assert report["input_rows"] == len(expected) + 1  # + the repeated product id
+    assert report["input_rows"] == report["accepted"] + sum(report["rejected"].values())
+    rejected = pq.read_table(root / "out" / "rejected.parquet").to_pylist()
+    reasons = {}
+    for r in rejected:
+        key = r["product_id"] if r["reason"] != "duplicate_product_id" else r["product_id"] + "#dup"
+        reasons[key] = r["reason"]
+    for product_id, reason in expected.items():
+        if reason == "duplicate_product_id":
+            assert reasons.get(product_id + "#dup") == "duplicate_product_id"
+        elif reason is None:
+            assert product_id not in reasons, f"{product_id} wrongly rejected: {reasons.get(product_id)}"
+        else:
+            assert reasons.get(product_id) == reason, product_id
+    assert report["rejected"] == {k: v for k, v in sorted(_count(r["reason"] for r in rejected).items())}
+
+
+def _count(values):
+    out = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def test_duplicates_point_at_the_kept_row(planted):
+    root, _, _ = planted
+    rows = {r["product_id"]: r for r in pq.read_table(root / "out" / "rejected.parquet").to_pylist()}
+    assert rows["reencoded"]["detail"] == f"duplicate_of={next(iter(_first_id(root)))}"
+    kept = set(read_products(root / "out", columns=["product_id"]).column("product_id").to_pylist())
+    assert {"offer-a", "offer-b"} <= kept
+    groups = pq.read_table(root / "out" / "duplicate_groups.parquet").to_pylist()
+    offer_groups = {g["group_id"] for g in groups if g["product_id"] in ("offer-a", "offer-b")}
+    assert len(offer_groups) == 1 and all(g["kept"] for g in groups if g["product_id"] == "offer-b")
+
+
+def _first_id(root):
+    return [next(csv.DictReader(open(root / "catalog.csv")))["product_id"]]
+
+
+def test_accepted_images_are_clean_rgb_thumbnails(planted):
+    root, _, _ = planted
+    table = read_products(root / "out").to_pylist()
+    by_id = {r["product_id"]: r for r in table}
+    alpha = Image.open(io.BytesIO(by_id["png-alpha"]["thumbnail"]))
+    assert alpha.mode == "RGB" and np.asarray(alpha).min() >= 250  # fully transparent composited on white
+    grey = np.asarray(Image.open(io.BytesIO(by_id["png-16bit"]["thumbnail"])))
+    assert 30 < grey.mean() < 250  # scaled from 16 bits, not clipped to white
+    assert Image.open(io.BytesIO(by_id["cmyk"]["thumbnail"])).mode == "RGB"
+    for r in table:
+        assert len(r["image_hash"]) == 29 and r["image_hash"].isdigit()
+        assert r["split"] in ("train", "val", "test") and r["group_id"]
+
+
+def test_duckdb_catalogue_answers_sql(planted):
+    root, report, _ = planted
+    con = connect(root / "out")
+    assert con.sql("select count(*) from products").fetchall()[0][0] == report["accepted"]
+    assert dict(con.sql("select reason, count(*) from rejected group by 1").fetchall()) == report["rejected"]
+
+
+def test_split_is_a_function_of_the_group(prepared_fashion):
+    table = read_products(prepared_fashion, columns=["group_id", "split"]).to_pylist()
+    split_of = {}
+    for r in table:
+        assert split_of.setdefault(r["group_id"], r["split"]) == r["split"]
+    assert set(split_of.values()) == {"train", "val", "test"}
+    assert len(read_products(prepared_fashion, split="test")) == sum(r["split"] == "test" for r in table)
+
+
+def test_other_layouts_and_formats_give_the_same_products(tmp_path, fashion_dir):
+    styles = list(csv.DictReader(open(fashion_dir / "styles.csv", encoding="utf-8")))[:40]
+    folder = tmp_path / "kaggle"
+    (folder / "images").mkdir(parents=True)
+    for r in styles:
+        shutil.copy(fashion_dir / "images" / f"{r['id']}.jpg", folder / "images")
+    write_csv(folder / "styles.csv", styles, fields=list(styles[0]))
+    mapping = ColumnMapping.from_cli([("product_id", "id"), ("title", "productDisplayName"), ("attr_color", "baseColour")],
+                                     "images/{id}.jpg", "masterCategory,subCategory,articleType", "gender")
+    config = PrepareConfig(workers=1, dedup="none")
+    csv_report = prepare(folder / "styles.csv", tmp_path / "from-csv", mapping, config)
+    from_csv = read_products(tmp_path / "from-csv", columns=["product_id", "category", "attr_color", "attr_gender"])
+    first = from_csv.to_pylist()[0]
+    source = next(r for r in styles if r["id"] == first["product_id"])
+    assert first["category"] == f"{source['masterCategory']} > {source['subCategory']} > {source['articleType']}"
+    assert first["attr_color"] == source["baseColour"] and first["attr_gender"] == source["gender"]
+    with open(folder / "styles.jsonl", "w", encoding="utf-8") as handle:
+        for r in styles:
+            handle.write(json.dumps(r) + "\n")
+    pq.write_table(pa.Table.from_pylist(styles), folder / "styles.parquet")
+    for name in ("styles.jsonl", "styles.parquet"):
+        report = prepare(folder / name, tmp_path / name, mapping, config)
+        assert report["accepted"] == csv_report["accepted"]
+        assert read_products(tmp_path / name, columns=["product_id"]).equals(from_csv.select(["product_id"]))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"product_id,title,image\n1,Good Title Here,a.jpg\n2,Caf\xe9 Bad Bytes,b.jpg\n", "line 3 is not valid UTF-8"),
+    (b"id,name,picture\n1,Good Title Here,a.jpg\n", "columns found: id, name, picture"),
+    (b"", "empty"),
+    (b"product_id,title,image\n", "no products"),
+])
+def test_bad_catalogues_fail_with_one_clear_line(tmp_path, content, message, capsys):
+    path = tmp_path / "catalog.csv"
+    path.write_bytes(content)
+    with pytest.raises(EclipError, match=message):
+        prepare(path, tmp_path / "out", config=PrepareConfig(workers=1))
+    assert not (tmp_path / "out").exists()
+    assert main(["prepare", str(path), "--out", str(tmp_path / "out"), "--workers", "1"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and message in error and "Traceback" not in error
+
+
+def test_bad_jsonl_line_is_named(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"product_id": "1", "title": "A Good Title", "image": "a.jpg"}\n{"product_id": 2,\n')
+    with pytest.raises(EclipError, match="line 2 is not valid JSON"):
+        prepare(path, tmp_path / "out", config=PrepareConfig(workers=1))
+
+
+def test_rerun_reuses_a_finished_dataset(planted):
+    root, report, _ = planted
+    shard = next((root / "out" / "shards").glob("*.parquet"))
+    before = shard.stat().st_mtime_ns
+    again = prepare(root / "catalog.csv", root / "out", config=PrepareConfig(workers=2, max_pixels=10_000_000))
+    assert again == report and shard.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_killed_run_leaves_nothing_complete_and_rerun_matches(tmp_path, fashion_dir):
+    rows = list(csv.DictReader(open(fashion_dir / "catalog.csv", encoding="utf-8")))[:600]
+    folder = tmp_path / "cat"
+    (folder / "images").mkdir(parents=True)
+    for r in rows:
+        shutil.copy(fashion_dir / r["image"], folder / r["image"])
+    catalog = write_csv(folder / "catalog.csv", rows, fields=list(rows[0]))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "eclip.cli", "prepare", str(catalog), "--out", str(out), "--workers", "1", "--batch-rows", "16"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(f".out.building-*/_spool/batch-0000003.parquet")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "report.json").exists()  # nothing looks complete
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    assert not list(tmp_path.glob(".out.building-*"))  # the stale build was cleared
+    reference = tmp_path / "reference"
+    prepare(catalog, reference, config=PrepareConfig(workers=2))
+    for name in ("rejected.parquet", "duplicate_groups.parquet"):
+        assert pq.read_table(out / name).equals(pq.read_table(reference / name))
+    assert read_products(out).equals(read_products(reference))
