@@ -39,7 +39,7 @@ class ModelDescriptor:
 
         self.model, self.text_processor, self.config = load_model(run_dir)
         self.model.eval()
-        self.dim = int(self.model.embed_dim)
+        self.dim = int(self.config.embed_dim)
 
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
         from eclip.models import embed_images
