@@ -79,11 +79,42 @@ def _run_offers(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- pre-training
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="pre-train the e-CLIP dual encoder on prepared data (e-CLIP §3.3)",
+        description="Contrastive image-title pre-training with catalogue soft labels, gradient caching and a "
+                    "batch-size schedule. RUN_DIR receives model.safetensors, tokenizer, config, checkpoints/, "
+                    "metrics.jsonl and curves.png. Every config field can be overridden below.")
+    p.add_argument("--data", type=Path, required=True, help="a DATA_DIR written by `eclip prepare`")
+    p.add_argument("--out", type=Path, required=True, help="RUN_DIR")
+    p.add_argument("--config", default="tiny", metavar="NAME_OR_FILE",
+                   help="a config from configs/ (tiny, small, b32-bert) or a .toml/.json file (default tiny)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN_DIR from its latest checkpoint with its saved config (overrides still apply)")
+    from eclip.train.config import add_override_arguments
+    add_override_arguments(p)
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args) -> int:
+    from eclip.train.config import apply_overrides, load_config
+    from eclip.train.loop import train
+
+    saved = args.out / "config.json"
+    config = apply_overrides(load_config(saved if args.resume and saved.is_file() else args.config), args)
+    record = train(args.data, args.out, config, resume=args.resume)
+    print(f"step {record['step']}: loss {record['loss']:.4f}, temperature {record['temperature']:.4f}, "
+          f"{record['pairs_per_s']:.0f} pairs/s -> {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------- registry
 # Each entry adds one subcommand; keep them in the order a user meets them.
 SUBCOMMANDS = [
     _add_offers,
     _add_prepare,
+    _add_train,
 ]
 
 

