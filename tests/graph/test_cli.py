@@ -1,0 +1,105 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from eclip.cli import main
+from eclip.graph.train import vectors_table
+
+SMALL = ["--walks-per-node", "3", "--walk-length", "9", "--window", "2", "--dim", "16", "--batch-size", "256", "--epochs", "5"]
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    """60 products in two categories; brands, colours and usage lean towards one category each."""
+    rng = np.random.default_rng(0)
+    rows = ["product_id,title,category,attr_color,attr_usage"]
+    for i in range(60):
+        shoes = i % 2 == 0
+        brand = rng.choice(["Puma", "Bata"] if shoes else ["Titan", "Fossil"])
+        color = rng.choice(["Black", "White"] if shoes else ["Silver", "Gold", "Black"])
+        usage = "Sports" if shoes else "Formal"
+        category = "Footwear > Shoes" if shoes else "Accessories > Watches"
+        rows.append(f"{1000 + i},{brand} Men {color} Item {i},{category},{color},{usage}")
+    path = tmp_path / "catalog.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_train_then_eval(tmp_path, catalog, capsys):
+    run = tmp_path / "run"
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(run), *SMALL,
+                 "--metapaths", "product-brand-product,product-color-product-usage-product"]) == 0
+    summary = json.loads((run / "train.json").read_text())
+    assert summary["products_embedded"] == 60 and summary["walks"] == 2 * 3 * 60
+    embeddings = pq.read_table(run / "embeddings.parquet")
+    assert embeddings.schema.field("graph").type == pa.list_(pa.float32(), 16)
+    assert sorted(embeddings["product_id"].to_pylist()) == [str(1000 + i) for i in range(60)]
+    nodes = pq.read_table(run / "nodes.parquet")
+    assert nodes.num_rows == summary["nodes"] == 60 + 4 + 2 + 2 + 4 + 2  # products, brands, 2 category levels, colours, usages
+
+    # A second identical call reuses the run; other options without --force are refused.
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(run), *SMALL,
+                 "--metapaths", "product-brand-product,product-color-product-usage-product"]) == 0
+    assert "already holds this run" in capsys.readouterr().out
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(run), *SMALL, "--dim", "8"]) == 2
+    assert "pass --force" in capsys.readouterr().err
+
+    emb_dir = tmp_path / "eclip"
+    emb_dir.mkdir()
+    ids = [str(1000 + i) for i in range(0, 60)]
+    fused = np.random.default_rng(1).standard_normal((60, 8)).astype(np.float32)
+    fused[:, 0] += 4 * (np.arange(60) % 2)  # the e-CLIP stand-in knows the category
+    pq.write_table(vectors_table(ids, fused, "fused"), emb_dir / "embeddings.parquet")
+    out = tmp_path / "eval"
+    assert main(["graph", "eval", str(run), "--data", str(catalog), "--embeddings", str(emb_dir), "--out", str(out),
+                 "--label-level", "2", "--train-fractions", "0.5", "--repeats", "2", "--min-class-size", "5"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "eval.json").read_text())
+    methods = {row["method"]: row for row in report["methods"]}
+    assert set(methods) == {"metapath2vec++ (run)", "e-CLIP fused", "metapath2vec++ (run) + e-CLIP fused",
+                            "TF-IDF titles (LSA 16-d)", "one-hot brand, color, usage", "majority class"}
+    assert report["products"] == 60 and report["classes"] == 2
+    assert methods["e-CLIP fused"]["micro_f1"]["0.5"] > 0.9
+    assert methods["metapath2vec++ (run)"]["macro_f1"]["0.5"] > 0.9  # brands and usage give the category away
+    assert "| metapath2vec++ (run) + e-CLIP fused | 24 |" in printed
+
+
+def test_eval_refuses_runs_that_walked_category_nodes(tmp_path, catalog, capsys):
+    run = tmp_path / "leaky"
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(run), *SMALL,
+                 "--metapaths", "product-category2-product"]) == 0
+    assert main(["graph", "eval", str(run), "--data", str(catalog), "--min-class-size", "5"]) == 2
+    error = capsys.readouterr().err
+    assert "category2 nodes, which give the category away" in error and error.count("\n") == 1
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--metapaths", "product-maker-product"], "no node type 'maker'"),
+    (["--variant", "deepwalk"], "unknown variant 'deepwalk'"),
+    (["--walk-length", "1"], "walk_length must be at least 2"),
+])
+def test_train_bad_input(tmp_path, catalog, capsys, arguments, message):
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(tmp_path / "run"), *arguments]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("eclip graph: error:") and message in error
+
+
+def test_missing_data_and_bad_config(tmp_path, capsys):
+    assert main(["graph", "train", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "run")]) == 2
+    assert "not found" in capsys.readouterr().err
+    config = tmp_path / "graph.toml"
+    config.write_text("[train]\nwalks = 3\n")
+    assert main(["graph", "train", "--data", "x.csv", "--out", str(tmp_path / "run"), "--config", str(config)]) == 2
+    assert "unknown option(s) walks" in capsys.readouterr().err
+
+
+def test_shipped_config_is_the_defaults():
+    from pathlib import Path
+
+    from eclip.graph.config import GraphEvalConfig, GraphTrainConfig, load_config
+
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "graph.toml"
+    assert load_config(shipped) == (GraphTrainConfig(), GraphEvalConfig())
