@@ -66,6 +66,7 @@ def test_descriptor_tolerates_seller_edits_but_separates_products(fashion_dir):
 
     edits = {
         "framed": lambda i: ImageOps.expand(ImageOps.expand(i, border=20, fill=(250, 250, 250)), border=4, fill=(200, 0, 0)),
+        "thin border": lambda i: ImageOps.expand(i, border=2, fill=(180, 30, 40)),  # touches the product
         "watermarked": marked,
         "cropped": lambda i: i.crop((8, 8, i.width - 8, i.height - 8)),
     }
