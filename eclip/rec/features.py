@@ -1,0 +1,61 @@
+"""Content item embeddings from `EMB_DIR/embeddings.parquet` (string `product_id`, fixed-size-list float32
+columns such as `image`, `text`, `fused`), matched to sequence item ids as strings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from eclip.errors import EclipError
+
+
+def load_item_features(emb_dir: Path, column: str = "fused") -> tuple[list[str], np.ndarray]:
+    """Product ids and their (P, C) float32 embeddings."""
+    path = Path(emb_dir) / "embeddings.parquet"
+    if not path.is_file():
+        raise EclipError(f"{path}: not found; --item-features takes a folder holding embeddings.parquet")
+    schema = pq.read_schema(path)
+    if "product_id" not in schema.names:
+        raise EclipError(f"{path}: no product_id column")
+    if column not in schema.names:
+        choices = [n for n in schema.names if n != "product_id"]
+        raise EclipError(f"{path}: no column {column!r}; choose --item-feature-column from {', '.join(choices)}")
+    if not pa.types.is_fixed_size_list(schema.field(column).type):
+        raise EclipError(f"{path}: column {column!r} is {schema.field(column).type}, expected a fixed-size list of floats")
+    table = pq.read_table(path, columns=["product_id", column])
+    values = table[column].combine_chunks()
+    if values.null_count:
+        raise EclipError(f"{path}: {values.null_count} null embedding(s) in {column!r}; rebuild the embeddings")
+    matrix = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(values), -1)
+    if not np.isfinite(matrix).all():
+        raise EclipError(f"{path}: non-finite values in {column!r}; rebuild the embeddings")
+    return [str(p) for p in table["product_id"].to_pylist()], matrix
+
+
+def align_features(item_ids: list[str], product_ids: list[str], matrix: np.ndarray, source: str) -> np.ndarray:
+    """(n_items + 1, C) content per item index (row 0 and items without content are zero)."""
+    row_of = {p: r for r, p in enumerate(product_ids)}
+    content = np.zeros((len(item_ids) + 1, matrix.shape[1]), dtype=np.float32)
+    matched = [(k, row_of[item]) for k, item in enumerate(item_ids, 1) if item in row_of]
+    if not matched:
+        raise EclipError(f"{source}: no sequence item id matches a product_id; the sequences must use the "
+                         "catalogue's product ids")
+    index, rows = map(np.array, zip(*matched))
+    content[index] = matrix[rows]
+    return content
+
+
+def write_item_features(emb_dir: Path, product_ids: list[str], columns: dict[str, np.ndarray]) -> Path:
+    """Write embeddings.parquet in the layout above (used by the synthetic cold-start data and the tests)."""
+    emb_dir = Path(emb_dir)
+    emb_dir.mkdir(parents=True, exist_ok=True)
+    arrays = {"product_id": pa.array(product_ids, pa.string())}
+    for name, matrix in columns.items():
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+    path = emb_dir / "embeddings.parquet"
+    pq.write_table(pa.table(arrays), path)
+    return path

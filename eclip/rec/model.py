@@ -1,0 +1,163 @@
+"""BERT4Rec (Sun et al., CIKM 2019) and its SASRec-style causal twin: one Transformer, two attention masks.
+
+Item representation: a learned ID embedding, plus (with content features) a linear projection of the item's
+e-CLIP embedding. Items never seen in training have no usable ID embedding, so they are represented by their
+content alone: with features the model can recommend them (inductive), without features it cannot (score -inf).
+The output layer is tied to the same item representations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from eclip.rec.data import PAD, Batch, pad_left
+
+
+@dataclass
+class ModelConfig:
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    max_len: int = 50            # last-N truncation; the [mask] appended at inference counts as one of the N
+    dropout: float = 0.3
+    attention_dropout: float = 0.3
+    causal: bool = False         # False: BERT4Rec (bidirectional, Cloze); True: SASRec-style (causal, next item)
+    id_dropout: float = 0.0      # with content features: share of items whose ID part is dropped per training step
+    embedding_norm: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block with GELU feed-forward."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.heads = config.heads
+        self.attention_dropout = config.attention_dropout
+        self.norm1 = nn.LayerNorm(config.dim)
+        self.qkv = nn.Linear(config.dim, 3 * config.dim)
+        self.proj = nn.Linear(config.dim, config.dim)
+        self.norm2 = nn.LayerNorm(config.dim)
+        self.mlp = nn.Sequential(nn.Linear(config.dim, 4 * config.dim), nn.GELU(), nn.Linear(4 * config.dim, config.dim))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, D/H)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                  dropout_p=self.attention_dropout if self.training else 0.0)
+        x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(B, L, D)))
+        return x + self.dropout(self.mlp(self.norm2(x)))
+
+
+class SequenceRecommender(nn.Module):
+    def __init__(self, config: ModelConfig, n_items: int, trained: np.ndarray, content: np.ndarray | None = None):
+        """`trained`: (n_items + 1,) bool, items seen in training (index 0 unused); `content`: (n_items + 1, C)
+        float32 content embeddings (zero rows for items without content) or None for an ID-only model."""
+        super().__init__()
+        assert config.dim % config.heads == 0, "dim must be divisible by heads"
+        self.config = config
+        self.n_items = n_items
+        self.item_embedding = nn.Embedding(n_items + 2, config.dim, padding_idx=PAD)  # pad, items, [mask]
+        self.position_embedding = nn.Embedding(config.max_len, config.dim)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.embedding_norm = nn.LayerNorm(config.dim) if config.embedding_norm else nn.Identity()
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.final_norm = nn.LayerNorm(config.dim)
+        # BERT4Rec's output transform before the tied item embeddings.
+        self.head = nn.Sequential(nn.Linear(config.dim, config.dim), nn.GELU(), nn.LayerNorm(config.dim))
+        self.output_bias = nn.Parameter(torch.zeros(n_items + 2))
+        id_usable = np.zeros(n_items + 2, dtype=np.float32)
+        id_usable[:n_items + 1] = trained
+        id_usable[n_items + 1] = 1.0  # the [mask] token is always trained
+        self.register_buffer("id_usable", torch.from_numpy(id_usable))
+        # Training targets and negatives: the items seen in training (new items do not exist yet at that time).
+        self.register_buffer("trained_items", torch.from_numpy(np.flatnonzero(trained[1:]) + 1), persistent=False)
+        trained_column = np.full(n_items + 2, -1, dtype=np.int64)
+        trained_column[self.trained_items.numpy()] = np.arange(len(self.trained_items))
+        self.register_buffer("trained_column", torch.from_numpy(trained_column), persistent=False)
+        if content is not None:
+            padded = np.zeros((n_items + 2, content.shape[1]), dtype=np.float32)
+            padded[:n_items + 1] = content
+            self.register_buffer("content", torch.from_numpy(padded))
+            self.content_projection = nn.Linear(content.shape[1], config.dim, bias=False)
+            self.content_bias = nn.Linear(content.shape[1], 1, bias=False)
+            scorable = id_usable + (np.abs(padded).sum(1) > 0)
+        else:
+            self.register_buffer("content", None)
+            scorable = id_usable
+        scorable[n_items + 1] = 0.0
+        self.register_buffer("scorable", torch.from_numpy(scorable > 0))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(module.weight, std=0.02, a=-0.04, b=0.04)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def item_table(self, id_keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n_items + 2, D) item vectors and (n_items + 2,) output biases; `id_keep` (n_items + 2,) gates the ID part."""
+        vectors = self.item_embedding.weight * id_keep[:, None]
+        bias = self.output_bias * id_keep
+        if self.content is not None:
+            vectors = vectors + self.content_projection(self.content)
+            bias = bias + self.content_bias(self.content).squeeze(1)
+        return vectors, bias
+
+    def attention_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1, L, L) bool, True where a query may attend a key: real keys (and, causal, not later ones).
+        Every position also sees itself, so padding rows stay finite (their outputs are never used)."""
+        L = tokens.shape[1]
+        mask = (tokens != PAD)[:, None, None, :]
+        if self.config.causal:
+            mask = mask & torch.ones(L, L, dtype=torch.bool, device=tokens.device).tril()
+        return mask | torch.eye(L, dtype=torch.bool, device=tokens.device)
+
+    def encode(self, tokens: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """(B, L) right-aligned tokens -> (B, L, D). Positions count back from the last one, so the last item
+        (or the appended [mask]) always has position max_len - 1 whatever the batch's padded length."""
+        L = tokens.shape[1]
+        positions = torch.arange(self.config.max_len - L, self.config.max_len, device=tokens.device)
+        x = self.embedding_dropout(self.embedding_norm(vectors[tokens] + self.position_embedding(positions)))
+        mask = self.attention_mask(tokens)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+    def logits(self, hidden: torch.Tensor, vectors: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """(M, D) -> (M, n_items) scores of items 1..n_items (column j is item j + 1)."""
+        return self.head(hidden) @ vectors[1:self.n_items + 1].T + bias[1:self.n_items + 1]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Softmax cross-entropy over the items seen in training, at every labelled position (labels are
+        always items seen in training)."""
+        id_keep = self.id_usable
+        if self.training and self.content is not None and self.config.id_dropout > 0:
+            id_keep = id_keep * (torch.rand_like(id_keep) >= self.config.id_dropout)
+            id_keep[-1] = 1.0  # never drop the [mask] token
+        vectors, bias = self.item_table(id_keep)
+        hidden = self.encode(batch.tokens, vectors)
+        at = batch.labels != PAD
+        logits = self.head(hidden[at]) @ vectors[self.trained_items].T + bias[self.trained_items]  # (M, n_trained)
+        return F.cross_entropy(logits, self.trained_column[batch.labels[at]])
+
+    @torch.no_grad()
+    def score(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """(B, n_items) next-item scores; -inf for items the model cannot represent."""
+        keep = self.config.max_len if self.config.causal else self.config.max_len - 1
+        rows = [h[len(h) - keep:] if len(h) > keep else h for h in histories]
+        if not self.config.causal:
+            rows = [np.append(r, self.n_items + 1) for r in rows]  # BERT4Rec: predict the appended [mask]
+        vectors, bias = self.item_table(self.id_usable)
+        hidden = self.encode(pad_left(rows).to(vectors.device), vectors)[:, -1]
+        scores = self.logits(hidden, vectors, bias)
+        return scores.masked_fill(~self.scorable[1:self.n_items + 1], float("-inf"))

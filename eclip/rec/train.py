@@ -1,0 +1,281 @@
+"""Training runs: config, the run folder, the resumable training loop, and loading a trained run.
+
+RUN_DIR/
+  config.json            model + train config, the sequences file, the item features folder and column
+  items.json             the item vocabulary (ids in index order)
+  model.safetensors      the weights with the best validation NDCG@10 (full ranking)
+  last.safetensors       the weights after the last finished epoch, with last_state.pt (optimizer, epoch,
+                         counters), for --resume
+  history.jsonl          one line per epoch: loss, validation metrics, cumulative training wall and CPU seconds
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from eclip.errors import EclipError
+from eclip.progress import progress_bar
+from eclip.rec.data import (Batch, Sequences, Split, Vocabulary, cloze_batch, cold_item_mask, item_counts,
+                            length_batches, load_sequences, next_item_batch, split_sequences)
+from eclip.rec.evaluate import evaluate
+from eclip.rec.features import align_features, load_item_features
+from eclip.rec.model import ModelConfig, SequenceRecommender
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3                 # peak learning rate: linear warm-up, then cosine decay to 0 at `epochs`
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.0
+    mask_prob: float = 0.6           # Cloze: share of items masked (BERT4Rec uses 0.6 on sparse Beauty)
+    last_item_fraction: float = 0.1  # Cloze: share of sequences that mask only their last item
+    patience: int = 10               # stop after this many epochs without a better validation NDCG@10
+    time_limit_minutes: float = 0.0  # stop before an epoch as long as the last one would end past this; 0 = none
+    cold_fraction: float = 0.0       # share of items hidden from training (cold-start split)
+    val_cases: int = 0               # validate each epoch on this many fixed random users; 0 = all
+    seed: int = 0
+
+
+# Fields that may change on --resume: they decide when to stop, not what is learned per epoch.
+_RESUMABLE_CHANGES = {"patience", "time_limit_minutes"}
+
+
+@dataclass
+class RecConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> RecConfig:
+        unknown = set(data) - {"model", "train"}
+        if unknown:
+            raise EclipError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}; expected [model] and [train]")
+        return cls(_fill(ModelConfig, data.get("model", {}), f"{source} [model]"),
+                   _fill(TrainConfig, data.get("train", {}), f"{source} [train]"))
+
+    @classmethod
+    def from_toml(cls, path: Path) -> RecConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise EclipError(f"{path}: cannot read the config ({error})") from None
+        return cls.from_dict(data, str(path))
+
+    def override(self, assignments: list[str]) -> RecConfig:
+        """Apply `section.name=value` strings, e.g. `train.epochs=5`, `model.causal=true`."""
+        data = self.to_dict()
+        for text in assignments:
+            key, _, value = text.partition("=")
+            section, _, name = key.strip().partition(".")
+            if section not in data or name not in data[section] or not value:
+                raise EclipError(f"--set {text!r}: expected SECTION.NAME=VALUE with a known name, e.g. train.epochs=5")
+            try:
+                data[section][name] = tomllib.loads(f"v = {value.strip()}")["v"]
+            except tomllib.TOMLDecodeError:
+                data[section][name] = value.strip()
+        return RecConfig.from_dict(data, "--set")
+
+    def to_dict(self) -> dict:
+        return {"model": asdict(self.model), "train": asdict(self.train)}
+
+
+def _fill(kind, values: dict, source: str):
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise EclipError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(fields)}")
+    checked = {}
+    for name, value in values.items():
+        expected = {"int": int, "float": (int, float), "bool": bool}.get(fields[name].type, object)
+        if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+            raise EclipError(f"{source}: {name} = {value!r} is not a {fields[name].type}")
+        checked[name] = float(value) if fields[name].type == "float" else value
+    return kind(**checked)
+
+
+@dataclass
+class RunData:
+    """Everything a run's model is built and evaluated from, rebuilt deterministically from config.json."""
+
+    sequences: Sequences
+    vocab: Vocabulary
+    encoded: list[np.ndarray]
+    split: Split
+    counts: np.ndarray                # (n_items + 1,) training interactions per item
+    content: np.ndarray | None        # (n_items + 1, C) or None
+
+
+def load_run_data(sequences_path: Path, config: RecConfig, item_features: Path | None = None,
+                  feature_column: str = "fused", items: list[str] | None = None) -> RunData:
+    """`items`: a saved vocabulary (when loading a run), so indices match the trained weights."""
+    sequences = load_sequences(sequences_path)
+    product_ids = matrix = None
+    if item_features is not None:
+        product_ids, matrix = load_item_features(item_features, feature_column)
+    vocab = Vocabulary(items) if items is not None else Vocabulary.build(sequences, product_ids or [])
+    encoded = [vocab.encode(seq) for seq in sequences.items]
+    split = split_sequences(encoded, cold_item_mask(vocab.ids, config.train.cold_fraction, config.train.seed))
+    content = None
+    if matrix is not None:
+        content = align_features(vocab.ids, product_ids, matrix, str(item_features))
+    return RunData(sequences, vocab, encoded, split, item_counts(split.train, vocab.n_items), content)
+
+
+def build_model(config: RecConfig, data: RunData) -> SequenceRecommender:
+    torch.manual_seed(config.train.seed)
+    return SequenceRecommender(config.model, data.vocab.n_items, data.counts > 0, data.content)
+
+
+def _save_atomic(write, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features: Path | None = None,
+          feature_column: str = "fused", resume: bool = False, device: str = "cpu") -> dict:
+    """Train (or, with `resume`, continue) a run; returns {"epoch", "best_epoch", "best_val", "seconds"}."""
+    run_dir = Path(run_dir)
+    setup = {"sequences": str(Path(sequences_path).resolve()),
+             "item_features": str(Path(item_features).resolve()) if item_features else None,
+             "item_feature_column": feature_column if item_features else None}
+    state_path = run_dir / "last_state.pt"
+    if resume:
+        if not state_path.is_file():
+            raise EclipError(f"{run_dir}: nothing to resume (no last_state.pt); train without --resume first")
+        _check_resumable(run_dir, setup, config)
+    elif state_path.is_file():
+        raise EclipError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+
+    items = json.loads((run_dir / "items.json").read_text()) if resume else None
+    data = load_run_data(sequences_path, config, item_features, feature_column, items)
+    model = build_model(config, data).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0, "cpu_seconds": 0.0,
+             "epoch_seconds": 0.0}
+    if resume:
+        model.load_state_dict(load_file(run_dir / "last.safetensors", device=str(device)))
+        saved = torch.load(state_path, weights_only=True)
+        optimizer.load_state_dict(saved.pop("optimizer"))
+        state.update(saved)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({**setup, **config.to_dict()}, indent=2))
+        (run_dir / "items.json").write_text(json.dumps(data.vocab.ids))
+        (run_dir / "history.jsonl").write_text("")
+
+    cfg, causal = config.train, config.model.causal
+    rows = [s for s in data.split.train if len(s) >= (2 if causal else 1)]
+    if not rows:
+        raise EclipError(f"{sequences_path}: no training sequences long enough (users need at least 3 items)")
+    lengths = np.array([min(len(s), config.model.max_len) for s in rows])
+    steps = math.ceil(len(rows) / cfg.batch_size)
+    limit_s = cfg.time_limit_minutes * 60 if cfg.time_limit_minutes > 0 else math.inf
+    val_cases = data.split.val
+    if 0 < cfg.val_cases < len(val_cases.targets):
+        # Full-ranking validation of every user costs a sizeable share of an epoch on large data.
+        chosen = np.random.default_rng(cfg.seed).choice(len(val_cases.targets), cfg.val_cases, replace=False)
+        val_cases = val_cases.subset(np.isin(np.arange(len(val_cases.targets)), chosen))
+    with progress_bar("rec train", cfg.epochs * steps, "epoch", "loss", "val_ndcg10") as advance:
+        advance(min(state["epoch"], cfg.epochs) * steps)
+        while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience \
+                and state["seconds"] + state["epoch_seconds"] <= limit_s:
+            started, started_cpu, epoch = time.perf_counter(), time.process_time(), state["epoch"]
+            # Every epoch draws from its own seeds, so a resumed run repeats an uninterrupted one exactly.
+            rng = np.random.default_rng([cfg.seed, epoch])
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+            model.train()
+            losses = []
+            for step, batch_rows in enumerate(length_batches(lengths, cfg.batch_size, rng), epoch * steps):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(cfg, step / steps)
+                seqs = [rows[i] for i in batch_rows]
+                batch = (next_item_batch(seqs, config.model.max_len) if causal else
+                         cloze_batch(seqs, config.model.max_len, data.vocab.mask_token, cfg.mask_prob,
+                                     cfg.last_item_fraction, rng))
+                loss = model.loss(Batch(batch.tokens.to(device), batch.labels.to(device)))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                advance(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
+            model.eval()
+            val = evaluate(model.score, val_cases)["full"]
+            state["epoch"] = epoch + 1
+            state["epoch_seconds"] = time.perf_counter() - started
+            state["seconds"] += state["epoch_seconds"]
+            state["cpu_seconds"] += time.process_time() - started_cpu
+            if val["NDCG@10"] > state["best_val"]:
+                state.update(best_val=val["NDCG@10"], best_epoch=epoch + 1, bad_epochs=0)
+                _save_atomic(lambda p: save_file(model.state_dict(), p), run_dir / "model.safetensors")
+            else:
+                state["bad_epochs"] += 1
+            _save_atomic(lambda p: save_file(model.state_dict(), p), run_dir / "last.safetensors")
+            _save_atomic(lambda p: torch.save({**state, "optimizer": optimizer.state_dict()}, p), state_path)
+            with open(run_dir / "history.jsonl", "a") as f:
+                f.write(json.dumps({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": val,
+                                    "seconds": round(state["seconds"], 2),
+                                    "cpu_seconds": round(state["cpu_seconds"], 2)}) + "\n")
+            advance(0, val_ndcg10=f"{val['NDCG@10']:.4f}")
+    return {k: state[k] for k in ("epoch", "best_epoch", "best_val", "seconds", "cpu_seconds")}
+
+
+def learning_rate(cfg: TrainConfig, epoch: float) -> float:
+    """Linear warm-up to `cfg.lr` over `warmup_epochs`, then cosine decay to 0 at `epochs` (`epoch` is fractional)."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * (epoch + 1e-3) / cfg.warmup_epochs
+    progress = (epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _check_resumable(run_dir: Path, setup: dict, config: RecConfig) -> None:
+    saved = json.loads((run_dir / "config.json").read_text())
+    new = {**setup, **config.to_dict()}
+    for key in setup:
+        if saved[key] != new[key]:
+            raise EclipError(f"{run_dir}: --resume with {key} {new[key]!r}, but the run used {saved[key]!r}")
+    for section in ("model", "train"):
+        for name, value in new[section].items():
+            if name not in _RESUMABLE_CHANGES and saved[section][name] != value:
+                raise EclipError(f"{run_dir}: --resume with {section}.{name}={value!r}, but the run used "
+                                 f"{saved[section][name]!r}; only {', '.join(sorted(_RESUMABLE_CHANGES))} may change")
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    config: RecConfig
+    setup: dict
+    data: RunData
+    model: SequenceRecommender
+
+
+def load_run(run_dir: Path, sequences_path: Path | None = None) -> TrainedRun:
+    """The best weights of a finished (or interrupted) run, with its data rebuilt from config.json;
+    `sequences_path` replaces the recorded sequences file (same users and items, e.g. a moved copy)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.safetensors").is_file():
+        raise EclipError(f"{run_dir}: no model.safetensors; train a run there first (eclip rec train ... --out {run_dir})")
+    saved = json.loads((run_dir / "config.json").read_text())
+    config = RecConfig.from_dict({"model": saved["model"], "train": saved["train"]}, str(run_dir / "config.json"))
+    setup = {k: saved[k] for k in ("sequences", "item_features", "item_feature_column")}
+    features = Path(setup["item_features"]) if setup["item_features"] else None
+    data = load_run_data(Path(sequences_path or setup["sequences"]), config, features,
+                         setup["item_feature_column"] or "fused", json.loads((run_dir / "items.json").read_text()))
+    model = build_model(config, data)
+    model.load_state_dict(load_file(run_dir / "model.safetensors"))
+    model.eval()
+    return TrainedRun(run_dir, config, setup, data, model)

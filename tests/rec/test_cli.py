@@ -1,0 +1,50 @@
+import json
+
+import numpy as np
+import pytest
+
+from eclip.cli import main
+
+
+@pytest.mark.slow
+def test_train_resume_eval_recommend(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    starts = rng.integers(20, size=150)
+    lines = [f"u{u} " + " ".join(f"i{(s + k) % 20}" for k in range(6)) for u, s in enumerate(starts)]
+    sequences = tmp_path / "seq.txt"
+    sequences.write_text("\n".join(lines) + "\n")
+    small = ["--set", "model.dim=16", "--set", "model.max_len=8", "--set", "train.batch_size=32",
+             "--set", "train.val_cases=0", "--set", "train.epochs=2"]
+    bert, sas = tmp_path / "bert", tmp_path / "sas"
+    assert main(["rec", "train", str(sequences), "--out", str(bert), *small]) == 0
+    assert main(["rec", "train", str(sequences), "--out", str(sas), *small, "--set", "model.causal=true",
+                 "--set", "train.time_limit_minutes=1e-9"]) == 0
+    assert "epoch 1:" in capsys.readouterr().out
+    # --resume takes the run's own config; only the stopping rule changes here
+    assert main(["rec", "train", str(sequences), "--out", str(sas), "--resume",
+                 "--set", "train.time_limit_minutes=0"]) == 0
+    assert "epoch 2:" in capsys.readouterr().out
+
+    assert main(["rec", "eval", str(bert), str(sas), "--negatives", "10", "--out", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "150 test cases, 20 items" in out and "full ranking" in out and "10 popularity-sampled negatives" in out
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [(r["model"], r["protocol"]) for r in report["rows"]] == [
+        ("most popular", "full"), ("most popular", "sampled"), ("BERT4Rec [bert]", "full"),
+        ("BERT4Rec [bert]", "sampled"), ("SASRec (causal) [sas]", "full"), ("SASRec (causal) [sas]", "sampled")]
+
+    assert main(["rec", "recommend", str(sas), "--user", "u0", "-k", "3"]) == 0
+    recommended = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
+    assert len(recommended) == 3 and not set(recommended) & set(lines[0].split()[1:])
+
+
+def test_bad_input_is_one_line_with_the_line_number(tmp_path, capsys):
+    sequences = tmp_path / "seq.txt"
+    sequences.write_text("u1 a b c\nu2\n")
+    assert main(["rec", "train", str(sequences), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == (f"eclip rec: error: {sequences}:2: user 'u2' has no items; "
+                                               "expected 'user item1 item2 ...'")
+    assert main(["rec", "train", str(sequences), "--out", str(tmp_path / "run"), "--set", "train.epoch=3"]) == 2
+    assert "--set 'train.epoch=3'" in capsys.readouterr().err
+    assert main(["rec", "eval", str(tmp_path / "absent")]) == 2
+    assert "no model.safetensors" in capsys.readouterr().err
