@@ -3,8 +3,10 @@ tokenizer trained on the catalogue's titles; pooled by the mean over real tokens
 
 from __future__ import annotations
 
+import heapq
 import importlib
 import json
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -53,27 +55,91 @@ class TextProcessor:
         return self.pad(self.token_ids(titles))
 
 
-def train_wordpiece(titles, vocab_size: int):
-    """A lower-casing WordPiece tokenizer trained on `titles`. Accents are kept: BERT's accent stripping
-    decomposes Hangul syllables into jamo (NFD), which would shred Korean titles."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def train_wordpiece(titles, vocab_size: int, max_alphabet: int = 4000):
+    """A lower-casing WordPiece tokenizer learned from `titles`, the same vocabulary and ids on every run.
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.Sequence([
+    The vocabulary is grown by BPE merges over the titles' words, as Hugging Face's WordPieceTrainer does, but
+    ties are broken by the symbols themselves: that trainer breaks them in hash-map order, so its vocabulary
+    changes from run to run and a seeded run cannot be repeated. Accents are kept: BERT's accent stripping
+    decomposes Hangul syllables into jamo (NFD), which would shred Korean titles."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer = normalizers.Sequence([
         normalizers.NFKC(),
         normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True)])
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    word_counts = Counter(word for title in titles
+                          for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(title)))
+    vocab = wordpiece_vocab(word_counts, vocab_size, max_alphabet)
+
+    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, limit_alphabet=4000)
-    tokenizer.train_from_iterator(titles, trainer)
-    # The trainer numbers tokens in hash-map order, which changes from run to run: renumber them so that the
-    # same titles always give the same ids (and so the same initial embedding rows).
-    ordered = SPECIAL_TOKENS + sorted(set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS))
-    tokenizer.model = models.WordPiece({token: i for i, token in enumerate(ordered)}, unk_token="[UNK]")
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)  # skipped when decoding
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab.index("[CLS]")), ("[SEP]", vocab.index("[SEP]"))])
     return tokenizer
+
+
+def wordpiece_vocab(word_counts: Counter, vocab_size: int, max_alphabet: int) -> list[str]:
+    """Special tokens, the `max_alphabet` most frequent characters (each also as a `##` continuation, so that
+    any word spelled with them can be tokenized), then merged pieces, most frequent pair first."""
+    char_counts = Counter()
+    for word, count in word_counts.items():
+        for char in word:
+            char_counts[char] += count
+    alphabet = sorted(sorted(char_counts), key=lambda char: -char_counts[char])[:max_alphabet]
+    known = set(alphabet)
+    vocab = SPECIAL_TOKENS + sorted(alphabet) + sorted("##" + char for char in alphabet)
+    words = [([word[0]] + ["##" + char for char in word[1:]], count) for word, count in sorted(word_counts.items())
+             if set(word) <= known]  # (symbols, count); words with a rare character stay [UNK]
+
+    pair_counts, pair_words, touched = Counter(), defaultdict(set), set()
+
+    def count_pairs(index: int, sign: int) -> None:
+        symbols, count = words[index]
+        for pair in zip(symbols, symbols[1:]):
+            pair_counts[pair] += sign * count
+            touched.add(pair)
+            if sign > 0:
+                pair_words[pair].add(index)
+
+    for index in range(len(words)):
+        count_pairs(index, +1)
+    touched.clear()
+    # Max-heap on (count, then the smaller pair first); stale entries are skipped when popped.
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+    seen = set(vocab)
+    while len(vocab) < vocab_size and heap:
+        negative_count, pair = heapq.heappop(heap)
+        if -negative_count != pair_counts[pair] or pair_counts[pair] <= 0:
+            continue
+        merged = pair[0] + pair[1].removeprefix("##")
+        if merged not in seen:
+            vocab.append(merged)
+            seen.add(merged)
+        for index in sorted(pair_words.pop(pair)):
+            symbols, count = words[index]
+            count_pairs(index, -1)
+            merged_symbols, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+                    merged_symbols.append(merged)
+                    i += 2
+                else:
+                    merged_symbols.append(symbols[i])
+                    i += 1
+            words[index] = (merged_symbols, count)
+            count_pairs(index, +1)
+        del pair_counts[pair]
+        touched.discard(pair)
+        for changed in touched:  # counts that went up or down need a fresh entry
+            if pair_counts[changed] > 0:
+                heapq.heappush(heap, (-pair_counts[changed], changed))
+        touched.clear()
+    return vocab
 
 
 def resolve_checkpoint(name: str) -> str:

@@ -6,6 +6,9 @@ eclip:  catalogue soft labels (e-CLIP §3.3): pairs sharing a group_id are posit
 siglip: the sigmoid pairwise loss (Zhai et al. 2023), diagonal positives.
 plus an optional SimCLR NT-Xent term between two augmented views of each image.
 
+The three pairwise losses run over row blocks with hand-written backward passes, so memory grows with B x block,
+not B x B: gradient caching's full-batch loss stays small at effective batches of tens of thousands.
+
 Under torch.distributed every objective sees the global batch: embeddings are all-gathered with gradient.
 """
 
@@ -46,32 +49,105 @@ def gather(local: torch.Tensor) -> torch.Tensor:
     return _AllGather.apply(local)
 
 
+# Logits per block of rows in the blockwise losses: 4 MB in fp32 whatever the batch (a block's temporaries
+# peak near 80 MB). A dense B x B loss holds four to six B x B matrices: 0.3 GB at B = 4096, 20 GB at 32768.
+BLOCK_ELEMENTS = 2 ** 20
+
+
+def _row_blocks(rows: int, columns: int) -> list[slice]:
+    step = max(1, BLOCK_ELEMENTS // max(1, columns))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+class _SoftLabelInfoNCE(torch.autograd.Function):
+    """Symmetric cross-entropy of logits L = exp(logit_scale) image @ text.T against targets Q = the same-group
+    matrix M row-normalized (Q_ij = M_ij / n_i, n_i the size of row i's group), both ways, over row blocks.
+
+    Since every target row sums to 1: loss = (sum_i lse_row_i + sum_j lse_col_j - sum_ij M_ij L_ij (1/n_i + 1/n_j)) / 2B
+    and dloss/dL_ij = (softmax_row_i(j) + softmax_col_j(i) - M_ij (1/n_i + 1/n_j)) / 2B; the backward recomputes
+    each block of L from the embeddings instead of keeping it."""
+
+    @staticmethod
+    def forward(ctx, image, text, logit_scale, groups):
+        scale = logit_scale.exp()
+        _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
+        inverse_sizes = 1.0 / counts[inverse].to(image.dtype)  # (B,) 1 / n_i
+        row_lse = torch.empty(len(image), dtype=image.dtype, device=image.device)
+        col_lse = torch.full((len(text),), float("-inf"), dtype=image.dtype, device=image.device)
+        target_sum = image.new_zeros(())
+        for rows in _row_blocks(len(image), len(text)):
+            logits = scale * image[rows] @ text.T  # (b, B)
+            row_lse[rows] = logits.logsumexp(dim=1)
+            col_lse = torch.logaddexp(col_lse, logits.logsumexp(dim=0))
+            same = groups[rows, None] == groups[None, :]  # (b, B)
+            target_sum += (logits * same * (inverse_sizes[rows, None] + inverse_sizes[None, :])).sum()
+        ctx.save_for_backward(image, text, logit_scale, groups, inverse_sizes, row_lse, col_lse)
+        return (row_lse.sum() + col_lse.sum() - target_sum) / (2 * len(image))
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        image, text, logit_scale, groups, inverse_sizes, row_lse, col_lse = ctx.saved_tensors
+        scale = logit_scale.exp()
+        grad_image, grad_text, grad_scale = torch.empty_like(image), torch.zeros_like(text), image.new_zeros(())
+        for rows in _row_blocks(len(image), len(text)):
+            logits = scale * image[rows] @ text.T  # (b, B)
+            same = groups[rows, None] == groups[None, :]
+            grad_logits = ((logits - row_lse[rows, None]).exp() + (logits - col_lse[None, :]).exp()
+                           - same * (inverse_sizes[rows, None] + inverse_sizes[None, :])) * (grad_loss / (2 * len(image)))
+            grad_image[rows] = scale * grad_logits @ text
+            grad_text += scale * grad_logits.T @ image[rows]
+            grad_scale += (grad_logits * logits).sum()  # dL/dlogit_scale = L
+        return grad_image, grad_text, grad_scale, None
+
+
+class _SigmoidPairwise(torch.autograd.Function):
+    """SigLIP: -sum_ij log sigmoid(s_ij z_ij) / B with z = exp(logit_scale) image @ text.T + bias and s = +1 on
+    the diagonal, -1 elsewhere, over row blocks; dloss/dz_ij = -s_ij sigmoid(-s_ij z_ij) / B."""
+
+    @staticmethod
+    def _signs(rows: slice, columns: int, like: torch.Tensor) -> torch.Tensor:
+        diagonal = torch.arange(rows.start, rows.stop, device=like.device)[:, None] == torch.arange(columns, device=like.device)
+        return diagonal.to(like.dtype) * 2 - 1  # (b, B)
+
+    @staticmethod
+    def forward(ctx, image, text, logit_scale, logit_bias):
+        scale, total = logit_scale.exp(), image.new_zeros(())
+        for rows in _row_blocks(len(image), len(text)):
+            logits = scale * image[rows] @ text.T + logit_bias
+            total -= F.logsigmoid(_SigmoidPairwise._signs(rows, len(text), logits) * logits).sum()
+        ctx.save_for_backward(image, text, logit_scale, logit_bias)
+        return total / len(image)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        image, text, logit_scale, logit_bias = ctx.saved_tensors
+        scale = logit_scale.exp()
+        grad_image, grad_text = torch.empty_like(image), torch.zeros_like(text)
+        grad_scale, grad_bias = image.new_zeros(()), image.new_zeros(())
+        for rows in _row_blocks(len(image), len(text)):
+            similarity = scale * image[rows] @ text.T  # (b, B)
+            signs = _SigmoidPairwise._signs(rows, len(text), similarity)
+            grad_logits = -signs * torch.sigmoid(-signs * (similarity + logit_bias)) * (grad_loss / len(image))
+            grad_image[rows] = scale * grad_logits @ text
+            grad_text += scale * grad_logits.T @ image[rows]
+            grad_scale += (grad_logits * similarity).sum()
+            grad_bias += grad_logits.sum()
+        return grad_image, grad_text, grad_scale, grad_bias
+
+
 def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    logits = logit_scale.exp() * image @ text.T  # (B, B)
-    labels = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-
-
-def same_group_targets(groups: torch.Tensor) -> torch.Tensor:
-    """(B,) group codes -> (B, B) rows summing to 1 over the pairs that share a row's group."""
-    same = (groups[:, None] == groups[None, :]).float()
-    return same / same.sum(dim=1, keepdim=True)
+    """Hard diagonal labels: the soft-label loss with every pair its own group."""
+    return _SoftLabelInfoNCE.apply(image, text, logit_scale, torch.arange(len(image), device=image.device))
 
 
 def eclip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
                groups: torch.Tensor) -> torch.Tensor:
-    logits = logit_scale.exp() * image @ text.T  # (B, B)
-    targets = same_group_targets(groups)  # symmetric support, so the text->image targets are the same rows
-    image_to_text = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    text_to_image = -(targets * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
-    return (image_to_text + text_to_image) / 2
+    return _SoftLabelInfoNCE.apply(image, text, logit_scale, groups)
 
 
 def siglip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
                 logit_bias: torch.Tensor) -> torch.Tensor:
-    logits = logit_scale.exp() * image @ text.T + logit_bias  # (B, B)
-    signs = 2 * torch.eye(len(logits), device=logits.device) - 1  # +1 on the diagonal, -1 elsewhere
-    return -F.logsigmoid(signs * logits).sum() / len(logits)
+    return _SigmoidPairwise.apply(image, text, logit_scale, logit_bias)
 
 
 def nt_xent(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:

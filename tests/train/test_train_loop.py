@@ -16,7 +16,8 @@ from eclip.cli import build_parser, main
 from eclip.data.store import read_products
 from eclip.errors import EclipError
 from eclip.models import embed_images, embed_texts, load_model
-from eclip.train.config import Config, ModelConfig, TextConfig, TrainConfig, VisionConfig, apply_overrides, load_config
+from eclip.train.config import (Config, ModelConfig, TextConfig, TrainConfig, VisionConfig, _leaf_fields, _option,
+                                apply_overrides, load_config)
 from eclip.train.loop import train
 from tests.train.train_helpers import rewritten_copy
 
@@ -103,6 +104,32 @@ def test_cli_overrides_every_field_kind_and_saves_the_resolved_config():
     assert (config.model.vision.width, config.model.text.model, config.model.embed_dim) == (96, "scratch", 64)
     assert config.augment.flip is False and config.train.category_batches is True
     assert config.model.vision.depth == load_config("tiny").model.vision.depth  # untouched fields keep the config's value
+
+
+def test_every_config_field_has_a_command_line_option(monkeypatch):
+    """Each leaf of the config, in every section, is reachable from `eclip train` and lands in its field."""
+    monkeypatch.setattr(Config, "validate", lambda self: None)  # the made-up values need not make sense together
+    def lookup(tree: dict, keys: tuple[str, ...]):
+        for key in keys:
+            tree = tree[key]
+        return tree
+
+    tiny = load_config("tiny").to_dict()
+    argv, expected = ["train", "--data", "d", "--out", "o"], {}
+    for i, (path, field, kind) in enumerate(_leaf_fields()):
+        keys, option = path + (field.name,), _option(path, field.name)
+        if kind is bool:
+            expected[keys] = not lookup(tiny, keys)
+            argv.append(f"--{option}" if expected[keys] else f"--no-{option}")
+        else:
+            expected[keys] = {int: 1000 + i, float: 0.5 + i, str: f"value-{i}"}[kind]
+            argv += [f"--{option}", str(expected[keys])]
+    config = apply_overrides(load_config("tiny"), build_parser().parse_args(argv)).to_dict()
+    assert {keys: lookup(config, keys) for keys in expected} == expected
+    def leaves(tree: dict, path=()):
+        for key, value in tree.items():
+            yield from leaves(value, path + (key,)) if isinstance(value, dict) else [path + (key,)]
+    assert set(expected) == set(leaves(tiny))  # no field of model, vision, text, train or augment is left out
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "b32-bert"])

