@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the bundled real catalogue; finished steps are reused on a second run.
+# The main job on the bundled real catalogue: multi-seller offers -> prepare -> train `tiny` -> evaluate.
+# Every step reuses its finished output on a second run (train: an unfinished run resumes from its checkpoint).
 demo: $(STAMP)
 	$(ECLIP) offers $(FASHION)/catalog.csv --out $(DEMO)/offers --per-product 3 --seed 0
 	$(ECLIP) prepare $(DEMO)/offers/catalog.csv --out $(DEMO)/data
+	test -f $(DEMO)/model/model.safetensors || \
+		$(ECLIP) train --data $(DEMO)/data --out $(DEMO)/model --config tiny --objective eclip --resume
+	$(ECLIP) eval --model $(DEMO)/model --data $(DEMO)/data --out $(DEMO)/report
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -167,6 +167,128 @@ def _run_graph(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- applications
+def _add_embed(sub) -> None:
+    p = sub.add_parser(
+        "embed", help="image, text and fused embeddings of every product, plus a FAISS index",
+        description="Embed every product of DATA_DIR with the model of RUN_DIR into EMB_DIR/embeddings.parquet "
+                    "(product_id, split, category, title, image, text, fused) and index one of the vector "
+                    "columns in EMB_DIR/index.faiss. An unchanged EMB_DIR is reused.")
+    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a finished `eclip train` run")
+    p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR", help="a DATA_DIR written by `eclip prepare`")
+    p.add_argument("--out", type=Path, required=True, metavar="EMB_DIR", help="output folder")
+    p.add_argument("--index", dest="index_type", default="auto", choices=["auto", "flat", "ivf", "hnsw"],
+                   help="FAISS index: flat (exact), ivf (inverted lists), hnsw (graph); auto = flat up to "
+                        "200,000 products, else ivf (default auto)")
+    p.add_argument("--index-vectors", default="fused", choices=["image", "text", "fused"],
+                   help="which vectors the index holds (default fused)")
+    p.add_argument("--batch-size", type=int, default=256, help="products per forward pass (default 256)")
+    p.add_argument("--force", action="store_true", help="re-embed even if EMB_DIR is up to date")
+    p.set_defaults(handler=_run_embed)
+
+
+def _run_embed(args) -> int:
+    from eclip.tasks.embeddings import embed_command
+
+    if args.batch_size < 1:
+        raise EclipError("--batch-size must be positive")
+    meta = embed_command(args.model, args.data, args.out, args.index_type, args.index_vectors, args.batch_size,
+                         force=args.force)
+    counts = ", ".join(f"{split} {count}" for split, count in meta["counts"].items())
+    reused = " (up to date, reused)" if meta["reused"] else ""
+    print(f"{meta['products']} products ({counts}), {meta['dim']}-d, {meta['index']['type']} index over "
+          f"{meta['index']['vectors']} vectors, {meta['seconds']:.1f}s -> {args.out}{reused}")
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _add_eval(sub) -> None:
+    from eclip.tasks.config import BASELINES, TASKS
+
+    p = sub.add_parser(
+        "eval", help="score the model on the e-CLIP downstream tasks against baselines, in one report",
+        description="Retrieval, category classification (zero-shot and linear probe, every level), attribute "
+                    "extraction, product matching, clustering and adult recognition. Heads train on the train "
+                    "split, thresholds come from val, scores are on test. Writes report.json, report.md and "
+                    "PNG plots to REPORT_DIR, and the fitted heads to RUN_DIR/heads for `eclip predict`.")
+    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a finished `eclip train` run")
+    p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR", help="a DATA_DIR written by `eclip prepare`")
+    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="output folder")
+    p.add_argument("--tasks", type=_names, metavar="A,B", help=f"only these tasks (default all: {','.join(TASKS)})")
+    p.add_argument("--baselines", type=_names, metavar="A,B",
+                   help=f"only these baselines (default all: {','.join(BASELINES)}); '' for none")
+    p.add_argument("--config", type=Path, help="eval options as TOML (default configs/eval.toml)")
+    p.add_argument("--force", action="store_true", help="re-evaluate even if REPORT_DIR holds this very run")
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from eclip.tasks.config import load_eval_config
+    from eclip.tasks.evaluate import evaluate
+    from eclip.tasks.report import MARKDOWN_FILE, headline_table
+
+    config = load_eval_config(args.config, args.tasks, args.baselines)
+    report = evaluate(args.model, args.data, args.out, config, force=args.force)
+    splits = ", ".join(f"{split} {count}" for split, count in report["splits"].items())
+    reused = " (unchanged: the previous report)" if report["reused"] else ""
+    print(f"{args.model} on {args.data} ({splits}){reused}\n\n{headline_table(report)}\n")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"report: {args.out / MARKDOWN_FILE}")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="label one product (category, attributes or adult) with the heads `eclip eval` saved",
+        description="Embed one image and title with the model of RUN_DIR and apply the task head fitted by "
+                    "`eclip eval` (RUN_DIR/heads).")
+    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a run evaluated by `eclip eval`")
+    p.add_argument("--task", required=True, choices=["category", "attributes", "adult"])
+    p.add_argument("--image", type=Path, help="the product image (any format PIL reads)")
+    p.add_argument("--title", help="the product title")
+    p.add_argument("--top", type=int, default=3, help="classes shown per head (default 3)")
+    p.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from eclip.tasks.heads import predict
+
+    result = predict(args.model, args.task, args.image, args.title, top=args.top)
+    decision = result.pop("adult_decision", None)
+    for head, ranked in result.items():
+        print(f"{head}: " + ", ".join(f"{label} ({probability:.3f})" for label, probability in ranked))
+    if decision:
+        verdict = "restricted" if decision["restricted"] else "not restricted"
+        print(f"adult: {verdict} (p = {decision['probability']:.3f}, threshold {decision['threshold']:.3f}: "
+              f"90% recall on val)")
+    return 0
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser(
+        "search", help="text search over an EMB_DIR's index: the top products for a query",
+        description="Embed QUERY with the text tower of RUN_DIR and print the nearest products of EMB_DIR.")
+    p.add_argument("query", help='free text, e.g. "red running shoes"')
+    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="the run that embedded EMB_DIR")
+    p.add_argument("--index", type=Path, required=True, metavar="EMB_DIR", help="written by `eclip embed`")
+    p.add_argument("--top", type=int, default=10, help="products shown (default 10)")
+    p.set_defaults(handler=_run_search)
+
+
+def _run_search(args) -> int:
+    from eclip.tasks.embeddings import search
+
+    if args.top < 1:
+        raise EclipError("--top must be positive")
+    for hit in search(args.model, args.index, args.query, args.top):
+        print(f"{hit['rank']:>3}  {hit['score']:.3f}  {hit['product_id']}  {hit['title']}  [{hit['category']}]")
+    return 0
+
+
 # ---------------------------------------------------------------- sequential recommendation
 def _add_rec(sub) -> None:
     p = sub.add_parser(
@@ -255,6 +377,10 @@ SUBCOMMANDS = [
     _add_prepare,
     _add_train,
     _add_graph,
+    _add_embed,
+    _add_eval,
+    _add_predict,
+    _add_search,
     _add_rec,
 ]
 

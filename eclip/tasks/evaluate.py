@@ -1,0 +1,393 @@
+"""`eclip eval`: the five e-CLIP downstream tasks (§3.4) plus cross-modal retrieval, for the trained model and
+its baselines, on the same splits in one run. Light heads train on `train`, thresholds come from `val`, every
+score is on `test`. The trained model's heads are saved for `eclip predict`."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from eclip.data.store import check_complete, read_products
+from eclip.errors import EclipError
+from eclip.progress import progress_bar
+from eclip.tasks import heads as task_heads
+from eclip.tasks.adult import adult_scores, precision_at_recall
+from eclip.tasks.clustering import clustering_scores
+from eclip.tasks.config import EvalConfig, to_dict
+from eclip.tasks.embeddings import SPLITS, Representation, tower_representation
+from eclip.tasks.matching import matching_scores
+from eclip.tasks.probe import classification_scores, fit_probe
+from eclip.tasks.retrieval import retrieval_scores
+from eclip.tasks.zeroshot import prompt_classifier, zero_shot_predict
+
+METADATA_COLUMNS = ["product_id", "title", "title_norm", "category", "group_id", "adult", "image_hash", "split"]
+LEVEL_SEPARATOR = " > "
+MODEL = "model"  # the evaluated run's name in curves and plot legends, beside the baselines' names
+
+
+class SkipTask(Exception):
+    """The data has no labels for this task: it is skipped with this note, the others run."""
+
+
+@dataclass
+class EvalData:
+    """Labels, metadata and thumbnails of the products each split contributes (train capped at
+    `probe_max_train`), plus the products matching and clustering use."""
+    splits: dict[str, pa.Table]
+    attributes: list[str]
+    sizes: dict[str, int]  # products per split in DATA_DIR, before any cap
+    pair_rows: dict[str, np.ndarray] = field(default_factory=dict)  # split -> rows: whole groups, capped
+
+    def column(self, split: str, name: str) -> np.ndarray:
+        return np.asarray(self.splits[split].column(name).to_pylist(), dtype=object)
+
+    def thumbnails(self, split: str) -> pa.Array:
+        return self.splits[split].column("thumbnail").combine_chunks()
+
+
+@dataclass
+class TaskOutput:
+    scores: dict
+    curves: dict = field(default_factory=dict)  # for the plots
+    probes: dict = field(default_factory=dict)  # fitted heads, kept for the trained model only
+
+
+def _whole_groups(groups: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows of randomly ordered whole groups, as many groups as fit in `cap` rows (offers stay together)."""
+    unique, counts = np.unique(groups, return_counts=True)
+    order = rng.permutation(len(unique))
+    kept = unique[order][np.cumsum(counts[order]) <= cap]
+    return np.flatnonzero(np.isin(groups, kept))
+
+
+def load_eval_data(data_dir: Path, config: EvalConfig) -> EvalData:
+    report = check_complete(data_dir)
+    table = read_products(data_dir)
+    attributes = [name for name in table.column_names if name.startswith("attr_")]
+    table = table.select(METADATA_COLUMNS + attributes + ["thumbnail"])
+    splits = {split: table.filter(pc.equal(table.column("split"), split)) for split in SPLITS}
+    if splits["test"].num_rows == 0:
+        raise EclipError(f"{data_dir}: the test split is empty ({table.num_rows} products, "
+                         f"{report.get('splits', {})}): prepare more products or a larger --test-fraction")
+    if splits["train"].num_rows == 0:
+        raise EclipError(f"{data_dir}: the train split is empty: the task heads have nothing to learn from")
+    data = EvalData(splits, attributes, {split: t.num_rows for split, t in splits.items()})
+    rng = np.random.default_rng(config.seed)
+    # Heads learn from at most probe_max_train products: embedding the rest of a large train split buys little.
+    if splits["train"].num_rows > config.probe_max_train:
+        keep = _whole_groups(data.column("train", "group_id"), config.probe_max_train, rng)
+        data.splits["train"] = splits["train"].take(pa.array(keep))
+    for split in ("val", "test"):
+        data.pair_rows[split] = _whole_groups(data.column(split, "group_id"), config.pair_max_products, rng)
+    return data
+
+
+def unknown_token_share(processor, titles: list[str]) -> float:
+    """Share of the titles' tokens that the model's tokenizer maps to [UNK]."""
+    unknown = processor.tokenizer.token_to_id("[UNK]")
+    ids = [i for row in processor.token_ids(titles) for i in row[1:-1]]  # without [CLS] and [SEP]
+    return float(np.mean([i == unknown for i in ids])) if ids and unknown is not None else 0.0
+
+
+# ---------------------------------------------------------------- tasks
+def _labelled(values: np.ndarray) -> np.ndarray:
+    return np.array([v is not None and v != "" for v in values], dtype=bool)
+
+
+def _level(path: str | None, level: int | None) -> str | None:
+    """A category path cut at `level` (1 = top), None when it is shorter; level None is the leaf (full path)."""
+    if path is None:
+        return None
+    parts = path.split(LEVEL_SEPARATOR)
+    if level is None:
+        return path
+    return LEVEL_SEPARATOR.join(parts[:level]) if len(parts) >= level else None
+
+
+def _classify(rep: Representation, data: EvalData, config: EvalConfig, train_labels, test_labels, views: list[str],
+              zero_shot_names: list[str] | None, prompt_fields: dict, templates: list[str]) -> TaskOutput:
+    """Zero-shot (when the representation encodes text) and probe on each of `views` for one labelling."""
+    train_rows, test_rows = np.flatnonzero(_labelled(train_labels)), np.flatnonzero(_labelled(test_labels))
+    truth = test_labels[test_rows].astype(str)
+    output = TaskOutput({})
+    if zero_shot_names is not None and rep.encode_text is not None:
+        classes = sorted(set(train_labels[train_rows]) | set(truth))
+        shown = [zero_shot_names[c] for c in classes]
+        classifier = prompt_classifier(rep.encode_text, shown, templates, **prompt_fields)
+        output.scores["zeroshot"] = {
+            view: classification_scores(truth, zero_shot_predict(rep.views["test"][view][test_rows], classifier,
+                                                                 classes)) for view in views}
+    if len(set(train_labels[train_rows])) >= 2:
+        output.scores["probe"] = {}
+        for view in views:
+            probe = fit_probe(rep.views["train"][view][train_rows], train_labels[train_rows].astype(str),
+                              config.probe_c, config.probe_max_iter)
+            predicted = probe.predict(rep.views["test"][view][test_rows])
+            output.scores["probe"][view] = classification_scores(truth, predicted)
+            output.probes[view] = probe
+            output.curves[view] = (truth, predicted)
+    return output
+
+
+def _headline_view(rep: Representation, preferred: str) -> str:
+    return preferred if preferred in rep.view_names() else rep.primary
+
+
+SUMMARY_KEYS = ("top1", "weighted_f1", "macro_f1")
+
+
+def _summarize(by_view: dict, view: str, keep_views: bool = True) -> dict:
+    """{top1, weighted_f1, macro_f1, view} of the headline view, plus every view's scores under by_view."""
+    summary = {**{k: by_view[view][k] for k in SUMMARY_KEYS}, "view": view}
+    return {**summary, "by_view": by_view} if keep_views else summary
+
+
+def run_category(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOutput:
+    """Zero-shot and probe at the leaf (the full path) on every view, and at every level on the headline views."""
+    train_paths, test_paths = data.column("train", "category"), data.column("test", "category")
+    if not _labelled(test_paths).any() or not _labelled(train_paths).any():
+        raise SkipTask("no category labels in the train or test split")
+    depth = max(len(p.split(LEVEL_SEPARATOR)) for p in np.concatenate([train_paths, test_paths]) if p)
+    headline = {"zeroshot": _headline_view(rep, config.zeroshot_view), "probe": _headline_view(rep, config.probe_view)}
+
+    def classify(train_labels, test_labels, views):
+        names = {p: p.split(LEVEL_SEPARATOR)[-1] for p in set(train_labels) | set(test_labels) if p}
+        return _classify(rep, data, config, train_labels, test_labels, views, names, {}, config.category_templates)
+
+    leaf = classify(train_paths, test_paths, rep.view_names() if rep.every_view else sorted(set(headline.values())))
+    scores = {kind: _summarize(by_view, headline[kind]) for kind, by_view in leaf.scores.items()}
+    scores["levels"] = {}
+    for level in range(1, depth + 1):
+        train_labels = np.array([_level(p, level) for p in train_paths], dtype=object)
+        test_labels = np.array([_level(p, level) for p in test_paths], dtype=object)
+        same_as_leaf = list(train_labels) == list(train_paths) and list(test_labels) == list(test_paths)
+        output = leaf if same_as_leaf else classify(train_labels, test_labels, sorted(set(headline.values())))
+        scores["levels"][str(level)] = {kind: _summarize(by_view, headline[kind], keep_views=False)
+                                        for kind, by_view in output.scores.items()}
+    labelled = _labelled(test_paths)
+    scores.update(classes=len(set(train_paths[_labelled(train_paths)]) | set(test_paths[labelled])),
+                  test_products=int(labelled.sum()))
+    return TaskOutput(scores, {"confusion": leaf.curves.get(headline["probe"])},
+                      {"category": leaf.probes.get(headline["probe"])})
+
+
+def run_attributes(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOutput:
+    view = _headline_view(rep, config.probe_view)
+    zs_view = _headline_view(rep, config.zeroshot_view)
+    scores, probes = {}, {}
+    for column in data.attributes:
+        train_labels, test_labels = data.column("train", column), data.column("test", column)
+        if len(set(train_labels[_labelled(train_labels)])) < 2 or not _labelled(test_labels).any():
+            continue
+        name = column.removeprefix("attr_")
+        values = {v: v for v in set(train_labels) | set(test_labels) if v}
+        output = _classify(rep, data, config, train_labels, test_labels, sorted({view, zs_view}), values,
+                           {"name": name}, config.attribute_templates)
+        entry = {"probe_macro_f1": output.scores["probe"][view]["macro_f1"],
+                 "probe_top1": output.scores["probe"][view]["top1"],
+                 "classes": output.scores["probe"][view]["classes"],
+                 "test_products": output.scores["probe"][view]["test_products"]}
+        if "zeroshot" in output.scores:
+            entry.update(zeroshot_macro_f1=output.scores["zeroshot"][zs_view]["macro_f1"],
+                         zeroshot_top1=output.scores["zeroshot"][zs_view]["top1"])
+        scores[name] = entry
+        probes[name] = output.probes[view]
+    if not scores:
+        raise SkipTask("no attr_* column has two or more values in train and a value in test")
+    return TaskOutput(scores, probes={"attributes": probes})
+
+
+def _pair_similarity(rep: Representation, data: EvalData, split: str) -> np.ndarray:
+    vectors = rep.views[split][rep.primary][data.pair_rows[split]]
+    return rep.similarity(vectors, vectors)
+
+
+def _has_pairs(groups: np.ndarray) -> bool:
+    return len(groups) > len(set(groups))
+
+
+def run_matching(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOutput:
+    groups = {split: data.column(split, "group_id")[data.pair_rows[split]] for split in ("val", "test")}
+    for split in ("val", "test"):
+        if not _has_pairs(groups[split]):
+            raise SkipTask(f"no catalog group has two products in {split}: matching needs multi-seller offers "
+                           f"(a catalog_id column, or `eclip offers`)")
+    scores, curve = matching_scores(_pair_similarity(rep, data, "val"), groups["val"],
+                                    _pair_similarity(rep, data, "test"), groups["test"], config.matching_neighbours)
+    scores["products"] = len(groups["test"])
+    return TaskOutput(scores, {"pr": curve})
+
+
+def run_clustering(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOutput:
+    rows = data.pair_rows["test"]
+    similarity = _pair_similarity(rep, data, "test")
+    groups = data.column("test", "group_id")[rows]
+    categories = data.column("test", "category")[rows]
+    scores = {}
+    if _has_pairs(groups):
+        scores.update(clustering_scores(similarity, groups), clusters=len(set(groups)), products=len(groups))
+    labelled = np.flatnonzero(_labelled(categories))
+    if len(set(categories[labelled])) >= 2:
+        scores["category"] = {**clustering_scores(similarity[np.ix_(labelled, labelled)], categories[labelled].astype(str)),
+                              "clusters": len(set(categories[labelled])), "products": len(labelled)}
+    if not scores:
+        raise SkipTask("the test products have neither shared catalog groups nor two categories")
+    return TaskOutput(scores)
+
+
+def run_adult(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOutput:
+    labels = {split: data.column(split, "adult") for split in SPLITS}
+    known = {split: np.flatnonzero([v is not None for v in labels[split]]) for split in SPLITS}
+    train_y = labels["train"][known["train"]].astype(bool)
+    test_y = labels["test"][known["test"]].astype(bool)
+    if len(set(train_y)) < 2 or len(set(test_y)) < 2:
+        raise SkipTask("the adult column is empty or one-valued in train or test")
+    view = rep.primary
+    probe = fit_probe(rep.views["train"][view][known["train"]], train_y, config.probe_c, config.probe_max_iter)
+    scores, curve = adult_scores(probe.predict_proba(rep.views["test"][view][known["test"]])[:, 1], test_y)
+    val_y = labels["val"][known["val"]].astype(bool)
+    threshold = 0.5
+    if val_y.any():  # the decision threshold `eclip predict` applies: 90% recall on val
+        val_scores = probe.predict_proba(rep.views["val"][view][known["val"]])[:, 1]
+        threshold = precision_at_recall(val_scores, val_y, 0.9)[1]
+    return TaskOutput(scores, {"pr": curve}, {"adult": probe, "adult_threshold": threshold})
+
+
+def run_retrieval(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOutput:
+    views = rep.views["test"]
+    scores, curves = retrieval_scores(views["image"], views["text"], data.column("test", "group_id"),
+                                      config.recall_ks, config.curve_max_k)
+    return TaskOutput(scores, curves)
+
+
+TASK_SPLITS = {"retrieval": {"test"}, "category": {"train", "test"}, "attributes": {"train", "test"},
+               "matching": {"val", "test"}, "clustering": {"test"}, "adult": {"train", "val", "test"}}
+TASK_RUNNERS = {"retrieval": run_retrieval, "category": run_category, "attributes": run_attributes,
+                "matching": run_matching, "clustering": run_clustering, "adult": run_adult}
+
+
+# ---------------------------------------------------------------- the run
+def _signature(run_dir: Path, data_dir: Path, config: EvalConfig) -> dict:
+    weights = Path(run_dir) / "model.safetensors"
+    stat = weights.stat() if weights.is_file() else None
+    return {"model": str(Path(run_dir).resolve()), "weights": [stat.st_size, stat.st_mtime_ns] if stat else None,
+            "data": str(Path(data_dir).resolve()), "data_report": check_complete(data_dir), "config": to_dict(config)}
+
+
+def _model_summary(run_dir: Path, config) -> dict:
+    saved = json.loads((Path(run_dir) / "config.json").read_text())
+    metrics = Path(run_dir) / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    last = json.loads(lines[-1]) if lines else {}
+    return {"run_dir": str(run_dir), "objective": saved.get("train", {}).get("objective"),
+            "steps": last.get("step"), "final_loss": last.get("loss"), "embed_dim": config.embed_dim,
+            "image_size": config.vision.image_size, "text_model": config.text.model}
+
+
+def _versions() -> dict:
+    import importlib.metadata as metadata
+    import platform
+
+    names = ["eclip", "torch", "transformers", "tokenizers", "numpy", "scikit-learn", "faiss-cpu", "pyarrow",
+             "duckdb", "matplotlib"]
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def evaluate(run_dir: Path, data_dir: Path, out: Path, config: EvalConfig, force: bool = False) -> dict:
+    """Score the model of RUN_DIR and the baselines on DATA_DIR -> the report (also written to OUT)."""
+    from eclip.models import load_model
+    from eclip.tasks.baselines import hash_representation, tfidf_representation, untrained_representation
+    from eclip.tasks.report import REPORT_FILE, write_report
+
+    run_dir, data_dir, out = Path(run_dir), Path(data_dir), Path(out)
+    config.validate()
+    signature = _signature(run_dir, data_dir, config)
+    if (out / REPORT_FILE).is_file() and not force:
+        previous = json.loads((out / REPORT_FILE).read_text())
+        if previous.get("signature") == signature:
+            return {**previous, "reused": True}
+    started = time.perf_counter()
+    model, processor, model_config = load_model(run_dir)
+    data = load_eval_data(data_dir, config)
+    notes = []
+    share = unknown_token_share(processor, data.column("test", "title")[:2000].tolist())
+    if share > config.max_unknown_token_share:
+        raise EclipError(f"{run_dir}'s tokenizer does not fit {data_dir}'s titles: {share:.0%} of their tokens are "
+                         f"[UNK] (limit {config.max_unknown_token_share:.0%}); evaluate a model trained on this "
+                         f"kind of catalogue")
+    if share > 0.05:
+        notes.append(f"{share:.0%} of the test titles' tokens are unknown to the model's tokenizer")
+
+    seconds = {}
+    tick = time.perf_counter()
+    needed = sorted(set().union(*(TASK_SPLITS[task] for task in config.tasks)))  # only these are embedded
+    thumbnails = {split: data.thumbnails(split) for split in needed}
+    titles = {split: data.splits[split].column("title").to_pylist() for split in needed}
+    representations = [tower_representation(MODEL, model, titles, thumbnails, config.batch_size, every_view=True)]
+    seconds["embed"] = round(time.perf_counter() - tick, 2)
+    tick = time.perf_counter()
+    for name in config.baselines:
+        if name == "tfidf":
+            representations.append(tfidf_representation(data.splits, config.tfidf_max_features))
+        elif name == "image_hash":
+            representations.append(hash_representation(data.splits))
+        else:
+            representations.append(untrained_representation(model_config, data.splits["train"], titles, thumbnails,
+                                                             config.batch_size, config.seed))
+    seconds["baseline_features"] = round(time.perf_counter() - tick, 2)
+
+    results = {rep.name: {} for rep in representations}
+    curves = {rep.name: {} for rep in representations}
+    skipped, probes = {}, {}
+    with progress_bar("tasks", len(config.tasks), "task") as advance:
+        for task in config.tasks:
+            tick = time.perf_counter()
+            try:
+                for rep in representations:
+                    if task in rep.tasks:
+                        output = TASK_RUNNERS[task](rep, data, config)
+                        results[rep.name][task] = output.scores
+                        curves[rep.name][task] = output.curves
+                        if rep is representations[0]:
+                            probes.update(output.probes)
+            except SkipTask as reason:
+                skipped[task] = str(reason)
+                notes.append(f"{task} skipped: {reason}")
+            seconds[task] = round(time.perf_counter() - tick, 2)
+            advance(task=task)
+
+    ours = results.pop(MODEL)
+    report = {
+        **ours,
+        "baselines": results,
+        "skipped": skipped,
+        "notes": notes,
+        "model": _model_summary(run_dir, model_config),
+        "data": {"data_dir": str(data_dir), "catalog": check_complete(data_dir).get("catalog"),
+                 "attributes": [a.removeprefix("attr_") for a in data.attributes]},
+        "splits": data.sizes,
+        "products_used": {split: len(titles[split]) if split in titles else 0 for split in SPLITS},
+        "pair_products": {split: len(rows) for split, rows in data.pair_rows.items()},
+        "unknown_token_share": share,
+        "seconds": {**seconds, "total": round(time.perf_counter() - started, 2)},
+        "versions": _versions(),
+        "config": to_dict(config),
+        "signature": signature,
+    }
+    if probes:
+        task_heads.save_heads(run_dir / task_heads.HEADS_DIR, probes, config.probe_view,
+                              {"data": str(data_dir), "report": str(out)})
+    write_report(out, report, curves, config.confusion_classes)
+    return {**report, "reused": False}

@@ -1,0 +1,173 @@
+"""`eclip eval` and `eclip predict` end to end on real fashion-dev products: every report key the issue names,
+scores that match a recomputation from the EMB_DIR, plots, saved heads, reuse, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from eclip.cli import main
+from eclip.data.store import read_products
+from eclip.models import embed_images, embed_texts, load_model
+from eclip.tasks.embeddings import fuse, read_embeddings
+from eclip.tasks.heads import apply_head, load_heads
+from eclip.tasks.report import lookup
+from eclip.tasks.retrieval import retrieval_scores
+from tests.tasks.conftest import rewritten_copy, with_column
+
+pytestmark = pytest.mark.slow
+
+TASK_KEYS = [f"retrieval.{d}.r{k}" for d in ("t2i", "i2t") for k in (1, 5, 10)] + [
+    f"category.{kind}.{m}" for kind in ("zeroshot", "probe") for m in ("top1", "weighted_f1")] + [
+    f"category.levels.{level}.{kind}.{m}" for level in ("1", "2", "3") for kind in ("zeroshot", "probe")
+    for m in ("top1", "weighted_f1")] + [
+    f"attributes.{name}.{m}" for name in ("gender", "color", "season", "usage")
+    for m in ("zeroshot_macro_f1", "probe_macro_f1")] + [
+    "matching.ap", "matching.f1", "matching.knn_f1", "matching.threshold",
+    "clustering.nmi", "clustering.ari", "clustering.category.nmi", "clustering.category.ari",
+    "adult.auc", "adult.precision_at_recall_90"]
+BASELINE_KEYS = {
+    "tfidf": [k for k in TASK_KEYS if not k.startswith("retrieval")],
+    "image_hash": ["matching.ap", "matching.f1", "matching.knn_f1", "matching.threshold"],
+    "untrained": TASK_KEYS,
+}
+
+
+@pytest.fixture(scope="module")
+def report(eval_run) -> dict:
+    return json.loads((eval_run[0] / "report.json").read_text())
+
+
+def test_report_has_every_key_for_the_model_and_each_baseline(report, labelled_data):
+    missing = [key for key in TASK_KEYS if not isinstance(lookup(report, key), float)]
+    assert not missing
+    assert sorted(report["baselines"]) == ["image_hash", "tfidf", "untrained"]
+    for name, keys in BASELINE_KEYS.items():
+        assert [key for key in keys if lookup(report["baselines"][name], key) is None] == [], name
+    assert "retrieval" not in report["baselines"]["tfidf"] and list(report["baselines"]["image_hash"]) == ["matching"]
+    assert report["skipped"] == {} and report["notes"] == []
+    assert report["model"]["objective"] == "eclip" and report["model"]["steps"] == 4
+    assert report["splits"]["test"] > 0 and sum(report["splits"].values()) == read_products(labelled_data).num_rows
+    assert {"embed", "retrieval", "category", "attributes", "matching", "clustering", "adult", "total"} <= set(report["seconds"])
+    assert report["versions"]["torch"] and report["versions"]["scikit-learn"]
+
+
+def test_scores_are_in_range(report):
+    for scores in [report] + list(report["baselines"].values()):
+        for key in TASK_KEYS:
+            value = lookup(scores, key)
+            if value is not None and not key.endswith("threshold"):
+                assert 0 <= value <= 1, key
+
+
+def test_retrieval_matches_a_recomputation_from_embed(report, run_dir, labelled_data, tmp_path):
+    emb = tmp_path / "emb"
+    assert main(["embed", "--model", str(run_dir), "--data", str(labelled_data), "--out", str(emb)]) == 0
+    table, vectors = read_embeddings(emb)
+    test = pc.equal(table.column("split"), "test").to_numpy(zero_copy_only=False)
+    vectors = {view: matrix[test] for view, matrix in vectors.items()}
+    groups = read_products(labelled_data, split="test", columns=["group_id"]).column("group_id").to_numpy(zero_copy_only=False)
+    expected, _ = retrieval_scores(vectors["image"], vectors["text"], groups, [1, 5, 10], 50)
+    for direction in ("t2i", "i2t"):
+        assert report["retrieval"][direction] == pytest.approx(expected[direction], abs=1e-6)
+
+
+def test_markdown_plots_and_printed_headline(eval_run, report):
+    out, printed = eval_run
+    for name in ("report.md", "category_confusion.png", "matching_pr.png", "adult_pr.png", "retrieval_recall.png"):
+        assert (out / name).stat().st_size > 1000, name
+    markdown = (out / "report.md").read_text()
+    assert "## Headline" in markdown and "| adult recognition | ROC AUC |" in markdown
+    assert f"{report['matching']['f1']:.3f}" in markdown
+    assert printed.strip().endswith(f"report: {out / 'report.md'}")
+    table = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert table[0] == "| task | metric | ours | best baseline | target | pass |" and len(table) == 2 + 11
+
+
+def test_unchanged_run_is_reused(eval_run, run_dir, labelled_data, fast_config, capsys):
+    out, _ = eval_run
+    before = (out / "report.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["eval", "--model", str(run_dir), "--data", str(labelled_data), "--out", str(out),
+                 "--config", str(fast_config)]) == 0
+    assert "unchanged" in capsys.readouterr().out and (out / "report.json").stat().st_mtime_ns == before
+
+
+def test_predict_applies_the_saved_heads(eval_run, run_dir, labelled_data, tmp_path, capsys):
+    meta, tensors = load_heads(run_dir / "heads")
+    assert sorted(meta["heads"]) == ["adult", "attr_color", "attr_gender", "attr_season", "attr_usage", "category"]
+    product = read_products(labelled_data, split="test", columns=["title", "thumbnail"]).slice(0, 1).to_pylist()[0]
+    image = tmp_path / "product.jpg"
+    image.write_bytes(product["thumbnail"])
+    model, _, _ = load_model(run_dir)
+    features = fuse(embed_images(model, [product["thumbnail"]]), embed_texts(model, [product["title"]]))[0]
+    capsys.readouterr()
+    assert main(["predict", "--model", str(run_dir), "--task", "category", "--image", str(image),
+                 "--title", product["title"], "--top", "2"]) == 0
+    label, probability = apply_head(meta, tensors, "category", features)[0]
+    assert capsys.readouterr().out.startswith(f"category: {label} ({probability:.3f}), ")
+    assert main(["predict", "--model", str(run_dir), "--task", "adult", "--image", str(image),
+                 "--title", product["title"]]) == 0
+    adult = dict(apply_head(meta, tensors, "adult", features))[True]
+    verdict = "restricted" if adult >= meta["heads"]["adult"]["threshold"] else "not restricted"
+    assert f"adult: {verdict} (p = {adult:.3f}" in capsys.readouterr().out
+    assert main(["predict", "--model", str(run_dir), "--task", "attributes", "--image", str(image),
+                 "--title", product["title"]]) == 0
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [
+        "attr_gender", "attr_color", "attr_season", "attr_usage"]
+    assert main(["predict", "--model", str(run_dir), "--task", "category", "--title", product["title"]]) == 2
+    assert "give --image and --title" in capsys.readouterr().err
+
+
+def _eval(run_dir, data, out, config, *extra) -> int:
+    return main(["eval", "--model", str(run_dir), "--data", str(data), "--out", str(out), "--config", str(config), *extra])
+
+
+def test_tasks_without_labels_are_skipped_with_a_note(run_dir, prepared_fashion, fast_config, tmp_path, capsys):
+    def unlabel(table):
+        table = table.drop_columns([name for name in table.column_names if name.startswith("attr_")])
+        return with_column(table, "adult", pa.nulls(table.num_rows, pa.bool_()))
+
+    data = rewritten_copy(prepared_fashion, tmp_path / "data", unlabel)
+    capsys.readouterr()
+    assert _eval(run_dir, data, tmp_path / "report", fast_config, "--tasks", "retrieval,attributes,adult",
+                 "--baselines", "") == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert sorted(report["skipped"]) == ["adult", "attributes"] and report["baselines"] == {}
+    assert "note: attributes skipped: no attr_* column" in printed and "note: adult skipped" in printed
+    assert isinstance(lookup(report, "retrieval.t2i.r10"), float)
+
+
+def test_only_the_products_the_tasks_read_are_embedded(run_dir, prepared_fashion, tmp_path):
+    config = tmp_path / "eval.toml"
+    config.write_text("probe_max_train = 100\n")
+    assert _eval(run_dir, prepared_fashion, tmp_path / "retrieval", config, "--tasks", "retrieval", "--baselines", "") == 0
+    report = json.loads((tmp_path / "retrieval" / "report.json").read_text())
+    assert report["products_used"] == {"train": 0, "val": 0, "test": report["splits"]["test"]}
+    assert _eval(run_dir, prepared_fashion, tmp_path / "category", config, "--tasks", "category", "--baselines", "") == 0
+    report = json.loads((tmp_path / "category" / "report.json").read_text())
+    assert 90 <= report["products_used"]["train"] <= 100 < report["splits"]["train"]  # whole groups of 3 offers
+    assert report["products_used"]["val"] == 0
+
+
+def test_bad_input_is_one_line(run_dir, prepared_fashion, fast_config, tmp_path, capsys):
+    no_test = rewritten_copy(prepared_fashion, tmp_path / "no_test",
+                             lambda t: with_column(t, "split", pc.replace_substring(t.column("split"), "test", "train")))
+    foreign = rewritten_copy(prepared_fashion, tmp_path / "foreign",
+                             lambda t: with_column(t, "title", pa.array(["갈색 가죽 지갑 남성용"] * t.num_rows)))
+    cases = [
+        ((prepared_fashion, "--tasks", "retrieval,colour"), "unknown task(s) colour; choose from retrieval"),
+        ((prepared_fashion, "--baselines", "bm25"), "unknown baseline(s) bm25"),
+        ((no_test,), "the test split is empty"),
+        ((foreign,), "tokenizer does not fit"),
+    ]
+    for (data, *extra), message in cases:
+        capsys.readouterr()
+        assert _eval(run_dir, data, tmp_path / "report", fast_config, *extra) == 2, message
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1, error
+    assert not (tmp_path / "report").exists()

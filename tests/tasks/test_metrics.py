@@ -1,0 +1,187 @@
+"""Every metric of `eclip eval` against values worked out by hand on tiny inputs (and scikit-learn where it has
+the same metric)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
+
+from eclip.errors import EclipError
+from eclip.tasks.adult import precision_at_recall
+from eclip.tasks.baselines import hash_digits, hash_similarity
+from eclip.tasks.clustering import clustering_scores
+from eclip.tasks.config import load_eval_config
+from eclip.tasks.evaluate import _whole_groups
+from eclip.tasks.heads import apply_head, load_heads, save_heads
+from eclip.tasks.matching import average_precision, best_f1, best_knn_threshold, f1_at, knn_f1, matching_scores
+from eclip.tasks.probe import classification_scores
+from eclip.tasks.report import headline_rows, lookup
+from eclip.tasks.retrieval import recall_curve, retrieval_scores
+from eclip.tasks.zeroshot import class_prompts, name_variants, prompt_classifier, zero_shot_predict
+
+
+def test_recall_at_k_by_hand():
+    similarity = np.array([[0.9, 0.1, 0.5, 0.2],   # group a: its positive (item 0) ranks 1st
+                           [0.1, 0.2, 0.3, 0.8],   # group b: item 3 (d) first, item 2 (b) 2nd
+                           [0.4, 0.3, 0.2, 0.1]])  # group c: no positive anywhere -> not scored
+    curve = recall_curve(similarity, np.array(["a", "b", "c"]), np.array(["a", "b", "b", "d"]), max_k=3)
+    assert curve.tolist() == [0.5, 1.0, 1.0]
+
+
+def test_retrieval_positives_are_the_whole_group():
+    # Products 0 and 1 are offers of one group: title 0 finding image 1 first is a hit at rank 1.
+    image = np.eye(3, dtype=np.float32)
+    text = np.array([[0.6, 0.8, 0], [0, 0, 1], [0, 0.6, 0.8]], dtype=np.float32)
+    scores, curves = retrieval_scores(image, text, np.array(["g", "g", "h"]), ks=[1, 2], max_k=3)
+    # t2i: title 0 -> image 1 (same group g: a hit); title 1 (g) -> image 2 (h, miss), then g images; title 2 -> image 2.
+    assert scores["t2i"] == {"r1": pytest.approx(2 / 3), "r2": 1.0}
+    # i2t: images 0 and 1 -> title 0 (g: hits); image 2 (h) -> title 1 (g, miss), then title 2 (h).
+    assert scores["i2t"] == {"r1": pytest.approx(2 / 3), "r2": 1.0}
+    assert curves["t2i"].shape == (3,)
+
+
+def test_average_precision_and_best_f1_by_hand():
+    scores, labels = np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, False, True, False])
+    # Recall steps at 0.9 (precision 1) and 0.7 (precision 2/3), half the recall each.
+    assert average_precision(scores, labels) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    # F1 at thresholds 0.9, 0.8, 0.7, 0.6: 2/3, 1/2, 4/5, 2/3.
+    assert best_f1(scores, labels) == (pytest.approx(0.8), 0.7)
+    assert f1_at(scores, labels, 0.75) == pytest.approx(0.5)  # 1 true positive, 2 predicted, 2 positives
+
+
+def test_tied_scores_move_together_as_in_scikit_learn():
+    scores, labels = np.array([0.9, 0.9, 0.5]), np.array([True, False, True])
+    assert average_precision(scores, labels) == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)
+    rng = np.random.default_rng(0)
+    scores, labels = rng.integers(0, 20, 500) / 20, rng.random(500) < 0.3
+    assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores))
+
+
+SIMILARITY = np.array([[1.0, 0.9, 0.8, 0.1],
+                       [0.9, 1.0, 0.3, 0.2],
+                       [0.8, 0.3, 1.0, 0.85],
+                       [0.1, 0.2, 0.85, 1.0]])
+GROUPS = np.array(["a", "a", "b", "c"])
+
+
+def test_knn_threshold_f1_by_hand():
+    # t = 0.5, k = 2: product 0 predicts {0,1,2} vs {0,1}: 0.8; product 1 {1,0}: 1; product 2 {2,3,0} vs {2}: 0.5;
+    # product 3 {3,2} vs {3}: 2/3. At t = 0.95 every product stands alone: 2/3, 2/3, 1, 1.
+    assert knn_f1(SIMILARITY, GROUPS, [0.5, 0.95], k=2) == pytest.approx([(0.8 + 1 + 0.5 + 2 / 3) / 4, 5 / 6])
+    # k = 1 keeps only the nearest: 0 and 1 find each other (1, 1); 2 and 3 find each other wrongly (2/3, 2/3).
+    assert knn_f1(SIMILARITY, GROUPS, 0.5, k=1) == pytest.approx([5 / 6])
+    # Between 0.85 and 0.9 exactly the true pair survives.
+    f1, threshold = best_knn_threshold(SIMILARITY, GROUPS, k=2)
+    assert f1 == pytest.approx(1.0) and 0.85 < threshold <= 0.9
+
+
+def test_matching_threshold_comes_from_val_not_test():
+    # On val the same-group pairs score 0.9, the others at most 0.3: the best threshold is 0.9.
+    val = np.array([[1, 0.9, 0.3], [0.9, 1, 0.2], [0.3, 0.2, 1]])
+    scores, _ = matching_scores(val, np.array(["a", "a", "b"]), SIMILARITY, GROUPS, k=2)
+    assert scores["threshold"] == pytest.approx(0.9)
+    # On test only pair (0, 1) reaches 0.9: one true positive, one predicted, one positive pair.
+    assert scores["f1"] == pytest.approx(1.0)
+    assert scores["pairs"] == 6 and scores["positive_pairs"] == 1
+    # Ranking the 6 test pairs: (0,1) 0.9 is first and the only positive.
+    assert scores["ap"] == pytest.approx(1.0)
+
+
+def test_precision_at_recall_90_by_hand():
+    scores, labels = np.array([0.9, 0.8, 0.7, 0.6, 0.5]), np.array([True, False, True, True, False])
+    # All 3 positives are found first at threshold 0.6, with 4 predicted.
+    assert precision_at_recall(scores, labels, 0.9) == (pytest.approx(0.75), 0.6)
+
+
+def test_image_hash_similarity():
+    digits = hash_digits(["0" * 25 + "1414", "9" * 25 + "1414", "9" + "0" * 24 + "0202"])
+    similarity = hash_similarity(digits, digits)
+    assert similarity[0, 0] == 1.0 and similarity[0, 1] == 0.0
+    # One of 25 digits differs by 9; the size digits (last 4) are ignored.
+    assert similarity[0, 2] == pytest.approx(1 - 9 / (9 * 25))
+
+
+def test_prompt_ensemble_is_the_normalized_mean_of_normalized_prompts():
+    assert name_variants("Tshirts") == ["Tshirts", "Tshirt"] and name_variants("Dress") == ["Dress"]
+    assert class_prompts("Red", ["{}", "{name} {}"], name="color") == ["Red", "color Red"]
+    table = {"Red": [3.0, 4.0], "color Red": [1.0, 0.0], "Blue": [0.0, 2.0], "color Blue": [0.0, 1.0]}
+    classifier = prompt_classifier(lambda prompts: np.array([table[p] for p in prompts]), ["Red", "Blue"],
+                                   ["{}", "{name} {}"], name="color")
+    red = np.array([0.6, 0.8]) + np.array([1.0, 0.0])
+    assert np.allclose(classifier.toarray() if hasattr(classifier, "toarray") else classifier,
+                       [red / np.linalg.norm(red), [0.0, 1.0]])
+    predicted = zero_shot_predict(np.array([[1.0, 0.1], [0.0, 1.0]]), np.asarray(classifier), ["Red", "Blue"])
+    assert predicted.tolist() == ["Red", "Blue"]
+
+
+def test_classification_scores_by_hand():
+    truth = np.array(["a", "a", "a", "b"])
+    scores = classification_scores(truth, np.array(["a", "a", "b", "b"]))
+    # F1: a = 2*2/(2+3) = 0.8, b = 2*1/(2+1) = 2/3; weighted by support 3 and 1.
+    assert scores["top1"] == 0.75
+    assert scores["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert scores["weighted_f1"] == pytest.approx((3 * 0.8 + 2 / 3) / 4)
+
+
+def test_clustering_recovers_separated_groups_and_scores_a_wrong_cut():
+    rng = np.random.default_rng(0)
+    centres = np.eye(3)
+    points = np.repeat(centres, 4, axis=0) + 0.01 * rng.standard_normal((12, 3))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    labels = np.repeat(["x", "y", "z"], 4)
+    assert clustering_scores(points @ points.T, labels) == {"nmi": pytest.approx(1.0), "ari": pytest.approx(1.0)}
+    shuffled = clustering_scores(points @ points.T, rng.permutation(labels))
+    assert shuffled["nmi"] < 0.6 and shuffled["ari"] < 0.3
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_saved_heads_give_scikit_learns_probabilities(tmp_path, classes):
+    rng = np.random.default_rng(classes)
+    features = rng.standard_normal((80, 5)).astype(np.float32)
+    labels = np.array([f"c{i}" for i in rng.integers(0, classes, 80)])
+    probe = LogisticRegression(max_iter=200).fit(features, labels)
+    save_heads(tmp_path / "heads", {"category": probe}, "fused", {"data": "x"})
+    meta, tensors = load_heads(tmp_path / "heads")
+    ranked = apply_head(meta, tensors, "category", features[0])
+    expected = dict(zip(probe.classes_, probe.predict_proba(features[:1])[0]))
+    assert ranked[0][0] == probe.predict(features[:1])[0]
+    assert {label: p for label, p in ranked} == pytest.approx(expected, abs=1e-5)
+
+
+def test_headline_passes_only_above_target_and_every_baseline():
+    report = {"category": {"probe": {"top1": 0.9}, "zeroshot": {"weighted_f1": 0.72}},
+              "attributes": {"color": {"probe_macro_f1": 0.4}, "usage": {"probe_macro_f1": 0.6}},
+              "baselines": {"tfidf": {"category": {"probe": {"top1": 0.95}, "zeroshot": {"weighted_f1": 0.5}}},
+                            "untrained": {"category": {"probe": {"top1": 0.3}}}}}
+    assert lookup(report, "attributes.*.probe_macro_f1") == pytest.approx(0.5)
+    assert lookup(report, "matching.f1") is None
+    rows = {row["key"]: row for row in headline_rows(report)}
+    assert set(rows) == {"category.probe.top1", "category.zeroshot.weighted_f1", "attributes.*.probe_macro_f1"}
+    probe = rows["category.probe.top1"]
+    assert probe["best_baseline"] == "tfidf" and probe["baseline"] == 0.95
+    assert not probe["pass"] and probe["why"] == "below tfidf"
+    assert rows["category.zeroshot.weighted_f1"]["pass"]
+
+
+def test_eval_config_errors(tmp_path):
+    with pytest.raises(EclipError, match="unknown task.*colour"):
+        load_eval_config(tasks=["retrieval", "colour"])
+    bad = tmp_path / "eval.toml"
+    bad.write_text("probe_cc = 1.0\n")
+    with pytest.raises(EclipError, match="unknown eval option.*probe_cc"):
+        load_eval_config(bad)
+    bad.write_text('category_templates = ["a photo"]\n')
+    with pytest.raises(EclipError, match="exactly one"):
+        load_eval_config(bad)
+
+
+def test_caps_keep_whole_groups():
+    groups = np.array(["a", "b", "a", "c", "c", "c", "d", "b", "a"])
+    for seed in range(5):
+        rows = _whole_groups(groups, 5, np.random.default_rng(seed))
+        kept = set(groups[rows])
+        assert len(rows) <= 5 and sorted(rows) == list(rows)
+        assert all(set(np.flatnonzero(groups == g)) <= set(rows) for g in kept)  # every offer of a kept group
+    assert len(_whole_groups(groups, 100, np.random.default_rng(0))) == len(groups)
