@@ -370,6 +370,48 @@ def _run_rec(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- search service
+def _add_serve(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="product search service and web page over an EMB_DIR (FastAPI + uvicorn)",
+        description="Serve text, image and image+text search, similar products, classification, embeddings, "
+                    "thumbnails and product updates (journaled in EMB_DIR/serving/) on http://HOST:PORT/ "
+                    "(API docs at /docs). Defaults come from configs/serve.toml.")
+    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a trained `eclip train` run")
+    p.add_argument("--index", type=Path, required=True, metavar="EMB_DIR", help="an `eclip embed` output made with that model")
+    p.add_argument("--data", type=Path, metavar="DATA_DIR", help="the prepared products, for thumbnails and details")
+    p.add_argument("--config", type=Path, metavar="TOML", help="a file with a [serve] table (default configs/serve.toml)")
+    from eclip.serve.config import load_serve_config
+    defaults = load_serve_config()
+    for name, kind, meaning in (("host", str, "address to bind; 127.0.0.1 keeps the service on this machine"),
+                                ("port", int, "TCP port"),
+                                ("workers", int, "processes, each with the model and the index"),
+                                ("max_upload_bytes", int, "request body cap (413 above)"),
+                                ("max_pixels", int, "uploaded image cap, width x height, checked before decoding"),
+                                ("max_k", int, "most results a query may ask for"),
+                                ("request_timeout_s", float, "seconds before a request is answered 503"),
+                                ("threads", int, "torch and FAISS threads per worker")):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help=f"{meaning} (default {getattr(defaults, name)})")
+    p.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args) -> int:
+    import dataclasses
+
+    from eclip.serve.app import serve
+    from eclip.serve.config import load_serve_config
+
+    config = load_serve_config(args.config)
+    config = dataclasses.replace(config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(config)
+                                            if getattr(args, f.name, None) is not None})
+    if config.workers < 1 or config.max_k < 1 or not 0 < config.port < 65536:
+        raise EclipError("--workers and --max-k must be positive and --port in 1..65535")
+    print(f"serving {args.index} with {args.model} on http://{config.host}:{config.port}/ (API docs at /docs)")
+    serve(args.model, args.index, args.data, config)
+    return 0
+
+
 # ---------------------------------------------------------------- registry
 # Each entry adds one subcommand; keep them in the order a user meets them.
 SUBCOMMANDS = [
@@ -382,6 +424,7 @@ SUBCOMMANDS = [
     _add_predict,
     _add_search,
     _add_rec,
+    _add_serve,
 ]
 
 

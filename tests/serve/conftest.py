@@ -1,0 +1,66 @@
+"""The serving tests' model and index: a one-step e-CLIP run on the shared `prepared_fashion` products, embedded
+once per session; tests that change the index work on their own copy."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eclip.train.config import Config, ModelConfig, TextConfig, TrainConfig, VisionConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def served(prepared_fashion, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """-> (RUN_DIR, EMB_DIR, DATA_DIR): a 16 px ViT and a from-scratch BERT trained for one step (seconds)."""
+    from eclip.tasks.embeddings import embed_command
+    from eclip.train.loop import train
+
+    root = tmp_path_factory.mktemp("served")
+    config = Config(
+        model=ModelConfig(embed_dim=16, vision=VisionConfig(image_size=16, patch_size=8, width=32, depth=1, heads=2),
+                          text=TextConfig(model="scratch", vocab_size=300, width=32, depth=1, heads=2, max_length=16)),
+        train=TrainConfig(steps=1, batch_size=16, batch_size_start=16, micro_batch_size=16, warmup_steps=1,
+                          checkpoint_every=1, threads=1))
+    train(prepared_fashion, root / "run", config)
+    embed_command(root / "run", prepared_fashion, root / "emb", batch_size=64)
+    return root / "run", root / "emb", prepared_fashion
+
+
+@pytest.fixture
+def emb_copy(served, tmp_path) -> Path:
+    """A private EMB_DIR for a test that adds or removes products."""
+    return Path(shutil.copytree(served[1], tmp_path / "emb"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(run_dir: Path, emb_dir: Path, data_dir: Path, port: int, *extra: str) -> subprocess.Popen:
+    """`eclip serve` in a child process; returns once /readyz answers 200."""
+    process = subprocess.Popen([sys.executable, "-m", "eclip.cli", "serve", "--model", str(run_dir), "--index", str(emb_dir),
+                                "--data", str(data_dir), "--port", str(port), *extra],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"eclip serve exited with {process.returncode}: {process.stdout.read().decode()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("eclip serve did not become ready in 60 s")
