@@ -22,6 +22,8 @@ CATEGORY_SEPARATOR = ">"
 # Words that end a title's brand prefix: the Myntra-style "Brand [Line] Men ..." titles name the audience next.
 AUDIENCE_WORDS = frozenset("men women man woman men's women's mens womens boy boys boy's girl girls girl's "
                            "kid kids kids-unisex unisex baby infant infants".split())
+# A title prefix followed by this many different known brands is a seller tag ("[Free shipping]", "2024 NEW").
+SELLER_TAG_MIN_BRANDS = 3
 
 
 @dataclass
@@ -93,25 +95,65 @@ def _csr(source: np.ndarray, target: np.ndarray, n_source: int, n_target: int) -
     return Relation(indptr, pairs[:, 1].astype(np.int64))
 
 
+def _known_brands(words: list[list[str]], max_words: int, min_count: int) -> tuple[list[int | None], set[str]]:
+    """Each title's audience-word position (or None) and the lines (lower-cased words before it) that start at
+    least `min_count` titles."""
+    stops = [next((i for i, word in enumerate(w[:max_words + 1]) if word.lower() in AUDIENCE_WORDS), None) for w in words]
+    lines = [" ".join(w[:stop]).lower() for w, stop in zip(words, stops) if stop]
+    return stops, {line for line, n in Counter(lines).items() if n >= min_count}
+
+
+def _seller_tags(known: set[str]) -> set[str]:
+    """Leading words that precede at least SELLER_TAG_MIN_BRANDS different known brands inside known lines:
+    "[free shipping]" from "[free shipping] puma", "[free shipping] nike", "[free shipping] titan"."""
+    followers: dict[str, set[str]] = {}
+    for line in known:
+        words = line.split()
+        for cut in range(1, len(words)):
+            rest = " ".join(words[cut:])
+            if rest in known:
+                followers.setdefault(" ".join(words[:cut]), set()).add(rest)
+    return {prefix for prefix, brands in followers.items() if len(brands) >= SELLER_TAG_MIN_BRANDS}
+
+
+def _strip_tags(words: list[str], tags: set[str], known: set[str], max_words: int) -> list[str]:
+    """`words` without its leading seller tags; a tag goes only when a known brand or an audience word follows
+    it, so "New Balance ..." keeps "New" even where "NEW" is a tag."""
+    while True:
+        lowered = [word.lower() for word in words[:2 * max_words]]
+        for cut in range(min(max_words, len(words) - 1), 0, -1):  # the longest tag first
+            rest = lowered[cut:]
+            if " ".join(lowered[:cut]) in tags and (rest[0] in AUDIENCE_WORDS or any(
+                    " ".join(rest[:k]) in known for k in range(1, max_words + 1))):
+                words = words[cut:]
+                break
+        else:
+            return words
+
+
 def brands_from_titles(titles: list[str | None], max_words: int = 4, min_count: int = 2) -> list[str | None]:
     """The brand words at the start of each title, lower-cased.
 
     A title's *line* is its words before the first audience word ("Men", "Women", "Boys", ...), when that
     comes within the first `max_words + 1` words: "Turtle Check Men Navy Blue Shirt" -> "turtle check".
-    Lines that start at least `min_count` titles are known brands. A title's brand is the shortest known brand
-    its words start with ("turtle check" -> "turtle" when "Turtle Men ..." titles exist; "united colors of
-    benetton" stays whole), else its own line, else (no audience word) its first word. A title that starts
-    with an audience word has no brand.
+    Lines that start at least `min_count` titles are known brands. Seller tags in front of the brand
+    ("[Free shipping] Puma Men ...", "2024 NEW Titan Women ...": words that precede several different known
+    brands) are dropped first. A title's brand is the shortest known brand its words start with
+    ("turtle check" -> "turtle" when "Turtle Men ..." titles exist; "united colors of benetton" stays whole),
+    else its own line, else (no audience word) its first word. A title that starts with an audience word has
+    no brand.
     """
     words = [(title or "").split() for title in titles]
-    stops = [next((i for i, word in enumerate(w[:max_words + 1]) if word.lower() in AUDIENCE_WORDS), None) for w in words]
-    lines = [" ".join(w[:stop]).lower() if stop else None for w, stop in zip(words, stops)]
-    known = {line for line, n in Counter(x for x in lines if x).items() if n >= min_count}
+    stops, known = _known_brands(words, max_words, min_count)
+    tags = _seller_tags(known)
+    if tags:
+        words = [_strip_tags(w, tags, known, max_words) for w in words]
+        stops, known = _known_brands(words, max_words, min_count)
     brands = []
-    for w, stop, line in zip(words, stops, lines):
+    for w, stop in zip(words, stops):
         lowered = [word.lower() for word in w[:max_words if stop is None else stop]]
         prefixes = (" ".join(lowered[:k]) for k in range(1, len(lowered) + 1))
-        own = line or (lowered[0] if lowered else None)
+        own = " ".join(lowered) if stop else (lowered[0] if lowered else None)
         brands.append(next((p for p in prefixes if p in known), own))
     return brands
 

@@ -51,6 +51,21 @@ def test_brands_from_titles():
     assert brands_from_titles(titles[:2], min_count=3) == ["turtle check", "turtle"]
 
 
+def test_seller_tags_before_the_brand_are_dropped():
+    titles = []
+    for brand in ("Puma", "Nike", "Titan"):
+        titles += [f"{brand} Men A", f"{brand} Women B", f"[Free shipping] {brand} Men C",
+                   f"[Free shipping] {brand} Women D", f"NEW {brand} Men E", f"NEW {brand} Women F"]
+    titles += ["New Balance Men Shoes", "New Balance Women Shoes", "[Free shipping] Men Socks", "Official Store Puma Men Cap"]
+    brands = brands_from_titles(titles)
+    assert brands[:18] == ["puma"] * 6 + ["nike"] * 6 + ["titan"] * 6
+    # "new" is a tag, but not in front of "balance", which is no known brand; a tag before "Men" leaves no brand;
+    # a prefix seen once is no tag.
+    assert brands[18:] == ["new balance", "new balance", None, "official store puma"]
+    # Two different brands after a prefix are not enough to make it a tag.
+    assert brands_from_titles(titles[:12])[2] == "[free shipping] puma"
+
+
 def test_from_edges_merges_duplicates():
     graph = HeteroGraph.from_edges({"product": ["p", "q"], "brand": ["x"]},
                                    {("product", "brand"): (np.array([0, 0, 1]), np.array([0, 0, 0]))})
