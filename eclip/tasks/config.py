@@ -24,7 +24,7 @@ class EvalConfig:
     batch_size: int = 256
     category_templates: list[str] = field(default_factory=lambda: ["{}"])
     attribute_templates: list[str] = field(default_factory=lambda: ["{}"])
-    zeroshot_view: str = "fused"
+    zeroshot_view: str = "auto"
     probe_c: float = 10.0
     probe_max_iter: int = 150
     probe_max_train: int = 6000
@@ -45,7 +45,8 @@ class EvalConfig:
             (bool(self.tasks), f"give at least one task: {', '.join(TASKS)}"),
             (set(self.baselines) <= set(BASELINES), f"unknown baseline(s) {', '.join(sorted(set(self.baselines) - set(BASELINES)))}; "
                                                     f"choose from {', '.join(BASELINES)}"),
-            (self.zeroshot_view in VIEWS and self.probe_view in VIEWS, f"zeroshot_view and probe_view must be one of {', '.join(VIEWS)}"),
+            (self.zeroshot_view in VIEWS + ("auto",), f"zeroshot_view must be auto or one of {', '.join(VIEWS)}"),
+            (self.probe_view in VIEWS, f"probe_view must be one of {', '.join(VIEWS)}"),
             (all(t.count("{}") == 1 for t in self.category_templates + self.attribute_templates) and
              bool(self.category_templates) and bool(self.attribute_templates), "every prompt template needs exactly one {}"),
             (bool(self.recall_ks) and min(self.recall_ks) >= 1 and self.curve_max_k >= max(self.recall_ks),

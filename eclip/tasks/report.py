@@ -107,6 +107,10 @@ def markdown(report: dict) -> str:
              f"products. Heads train on train ({report['products_used']['train']} products embedded: whole catalog "
              f"groups, capped), thresholds come from val, every score is on test.", "",
              "## Headline", "", headline_table(report), ""]
+    zero_shot_view = report.get("category", {}).get("zeroshot", {}).get("view")
+    if zero_shot_view:
+        how = "chosen on val" if report["config"].get("zeroshot_view") == "auto" else "configured"
+        lines[-1:-1] = [f"Category zero-shot classifies the {zero_shot_view} vectors ({how}).", ""]
     lines += ["## Details", ""]
     lines += _comparison(report, "Retrieval (positives: every image/title of the catalog group)",
                          [(f"{d} R@{k}", f"retrieval.{d}.r{k}") for d in ("t2i", "i2t") for k in report["config"]["recall_ks"]])

@@ -13,7 +13,9 @@ from eclip.tasks.adult import precision_at_recall
 from eclip.tasks.baselines import hash_digits, hash_similarity
 from eclip.tasks.clustering import clustering_scores
 from eclip.tasks.config import load_eval_config
-from eclip.tasks.evaluate import _whole_groups
+from eclip.tasks.config import EvalConfig
+from eclip.tasks.embeddings import Representation
+from eclip.tasks.evaluate import _whole_groups, _zero_shot_view
 from eclip.tasks.heads import apply_head, load_heads, save_heads
 from eclip.tasks.matching import average_precision, best_f1, best_knn_threshold, f1_at, knn_f1, matching_scores
 from eclip.tasks.probe import classification_scores
@@ -87,6 +89,24 @@ def test_matching_threshold_comes_from_val_not_test():
     assert scores["pairs"] == 6 and scores["positive_pairs"] == 1
     # Ranking the 6 test pairs: (0,1) 0.9 is first and the only positive.
     assert scores["ap"] == pytest.approx(1.0)
+
+
+def test_zero_shot_view_is_chosen_on_val_never_on_test():
+    # Prompts "shirt" and "watch" embed to the two axes. On val the text vectors point at their class and the
+    # image vectors at the other one; on test it is the other way round. "auto" must pick text (val's best).
+    axes = {"shirt": [1.0, 0.0], "watch": [0.0, 1.0]}
+    encode = lambda prompts: np.array([axes[p] for p in prompts], dtype=np.float32)  # noqa: E731
+    right, wrong = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.0, 1.0], [1.0, 0.0]])
+    views = {"train": {v: right for v in ("image", "text", "fused")},
+             "val": {"image": wrong, "text": right, "fused": wrong},
+             "test": {"image": right, "text": wrong, "fused": right}}
+    rep = Representation("m", views, "fused", frozenset(), encode_text=encode)
+    labels = np.array(["shirt", "watch"], dtype=object)
+    names = {"shirt": "shirt", "watch": "watch"}
+    pick = lambda view, val: _zero_shot_view(rep, EvalConfig(zeroshot_view=view), labels, val, names, {}, ["{}"])  # noqa: E731
+    assert pick("auto", labels) == "text"
+    assert pick("image", labels) == "image"  # a configured view is used as is
+    assert pick("auto", np.array([None, None], dtype=object)) == "fused"  # nothing labelled on val: the default
 
 
 def test_precision_at_recall_90_by_hand():
