@@ -30,11 +30,15 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int) -> Path:
     return path
 
 
+def checkpoint_step(path: Path) -> int:
+    return int(_NAME.fullmatch(Path(path).name).group(1))
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     """Finished checkpoints, oldest first."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     found = [path for path in folder.glob("step-*.pt") if _NAME.fullmatch(path.name)] if folder.is_dir() else []
-    return sorted(found, key=lambda path: int(_NAME.fullmatch(path.name).group(1)))
+    return sorted(found, key=checkpoint_step)
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -26,7 +26,7 @@ from eclip.models import CONFIG_FILE, MODEL_FILE, TEXT_CONFIG_FILE, TOKENIZER_FI
 from eclip.models.dual_encoder import DualEncoder
 from eclip.models.text import text_tower_from_saved
 from eclip.progress import progress_bar
-from eclip.train.checkpoint import checkpoints, load_checkpoint, save_checkpoint, save_weights
+from eclip.train.checkpoint import checkpoint_step, checkpoints, load_checkpoint, save_checkpoint, save_weights
 from eclip.train.config import Config
 from eclip.train.dataset import PairDataset
 from eclip.train.gradcache import contrastive_backward
@@ -121,6 +121,11 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
     saved = checkpoints(run_dir)
     if saved and not resume:
         raise EclipError(f"{run_dir} already holds a training run: pass --resume to continue it, or choose another --out")
+    metrics_lines = _metrics_upto(run_dir / METRICS_FILE, t.steps)
+    if saved and checkpoint_step(saved[-1]) >= t.steps and (run_dir / CURVES_FILE).is_file() and metrics_lines:
+        # Finished: the final weights and curves are written after the last checkpoint. Leave them untouched,
+        # so that what was computed from them (an `eclip eval` report) stays valid.
+        return json.loads(metrics_lines[-1])
 
     # ---------------------------------------------------------------- data and model
     objective = Objective(t.objective, t.image_ssl_weight, t.ssl_temperature)

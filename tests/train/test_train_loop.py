@@ -88,6 +88,14 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(fashion_data_dir, t
     assert sorted(p.name for p in (tmp_path / "broken" / "checkpoints").iterdir()) == ["step-0000002.pt", "step-0000004.pt", "step-0000005.pt"]
 
 
+def test_resuming_a_finished_run_leaves_it_untouched(fashion_data_dir, tmp_path):
+    run = tmp_path / "run"
+    record = train(fashion_data_dir, run, small_config(steps=2))
+    before = {path.name: path.stat().st_mtime_ns for path in run.iterdir() if path.is_file()}
+    assert train(fashion_data_dir, run, small_config(steps=2), resume=True) == record
+    assert {path.name: path.stat().st_mtime_ns for path in run.iterdir() if path.is_file()} == before
+
+
 def test_a_run_dir_is_not_overwritten_without_resume(fashion_data_dir, tmp_path):
     train(fashion_data_dir, tmp_path / "run", small_config(steps=1))
     with pytest.raises(EclipError, match="--resume"):
