@@ -147,7 +147,7 @@ def main() -> None:
     if not (FASHION / "catalog.csv").is_file():
         sys.exit(f"needs {FASHION}")
     work = RESULTS / "prepare-work"
-    source = clean_source(work / "source", args.limit)
+    source = clean_source(work / f"source-{args.limit or 'all'}", args.limit)  # one clean source per --limit
     offers = work / f"offers-{args.limit or 'all'}-k{args.per_product}"
     make_offers(source / "catalog.csv", offers, per_product=args.per_product, seed=0)
     rows = [r for batch in read_catalog(offers / "catalog.csv") for r in batch.to_pylist()]
