@@ -75,6 +75,7 @@ class TrainConfig:
     ssl_temperature: float = 0.1
     category_batches: bool = False  # fill batches from a few categories at a time (hard negatives)
     category_fraction: float = 0.5  # share of each batch drawn category by category; the rest at random
+    group_batches: bool = False  # keep the offers of a catalog group in one batch (soft labels then act)
     text_column: str = "title"
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a grad scaler on CUDA)
     device: str = "cpu"  # cpu | cuda

@@ -3,8 +3,11 @@
 Each epoch is a permutation drawn from (seed, epoch). With category batches, a share `category_fraction` of
 the epoch is laid out category by category (categories in random order, items shuffled within) and spread
 evenly among the remaining, randomly ordered items: any window of B consecutive items then holds about
-fraction x B items from a few categories (hard negatives) and the rest from anywhere. Batches are windows
-of the stream, so the batch size may change from step to step.
+fraction x B items from a few categories (hard negatives) and the rest from anywhere. With group batches, the
+offers of one catalog group are then pulled together at the place of the group's first offer, so that a batch
+holds whole groups (except where a group straddles two batches) and the catalogue soft labels of the `eclip`
+objective act on every offer that has a sibling; uniform batches of B out of N pairs meet a sibling only about
+B / N of the time. Batches are windows of the stream, so the batch size may change from step to step.
 """
 
 from __future__ import annotations
@@ -13,19 +16,32 @@ import numpy as np
 
 
 class BatchStream:
-    def __init__(self, size: int, seed: int, categories: np.ndarray | None = None, category_fraction: float = 0.0):
-        """size: number of pairs; categories: (size,) integer category codes, or None for plain shuffling."""
+    def __init__(self, size: int, seed: int, categories: np.ndarray | None = None, category_fraction: float = 0.0,
+                 groups: np.ndarray | None = None):
+        """size: number of pairs; categories: (size,) integer category codes, or None for plain shuffling;
+        groups: (size,) integer catalog group codes to keep together, or None."""
         if size <= 0:
             raise ValueError("cannot sample batches from an empty set")
         self.size = size
         self.seed = seed
         self.categories = categories
+        self.groups = groups
         self.category_fraction = category_fraction if categories is not None else 0.0
         self.epoch = 0
         self.cursor = 0
         self._order = self._epoch_order(0)
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
+        order = self._shuffled(epoch)
+        if self.groups is None:
+            return order
+        position = np.empty(self.size, dtype=np.int64)
+        position[order] = np.arange(self.size)
+        first = np.full(int(self.groups.max()) + 1, self.size, dtype=np.int64)
+        np.minimum.at(first, self.groups, position)  # each group's earliest place in the shuffled order
+        return order[np.argsort(first[self.groups[order]], kind="stable")]
+
+    def _shuffled(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(self.size)
         if self.category_fraction == 0.0:

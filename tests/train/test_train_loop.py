@@ -35,7 +35,8 @@ def small_config(**train) -> Config:
 
 def test_run_dir_contents_and_inference_round_trip(fashion_data_dir, tmp_path):
     run = tmp_path / "run"
-    record = train(fashion_data_dir, run, small_config(objective="eclip", category_batches=True, image_ssl_weight=0.1))
+    record = train(fashion_data_dir, run, small_config(objective="eclip", category_batches=True, group_batches=True,
+                                                      image_ssl_weight=0.1))
     assert record["step"] == 4
     for name in ("config.json", "model.safetensors", "tokenizer.json", "text_config.json", "metrics.jsonl", "curves.png"):
         assert (run / name).is_file(), name

@@ -41,3 +41,42 @@ def test_category_batches_hold_few_categories_plus_a_random_share():
     # Every item still appears exactly once per epoch.
     epoch = BatchStream(2000, seed=0, categories=categories, category_fraction=0.5)
     assert sorted(np.concatenate([epoch.next(500) for _ in range(4)])) == list(range(2000))
+
+
+def _siblings_in_batch(stream: BatchStream, groups: np.ndarray, batch: int, batches: int) -> float:
+    """Share of the offers that have a sibling in the catalogue and find one in their own batch."""
+    found, having = 0, 0
+    sizes = np.bincount(groups)
+    for _ in range(batches):
+        members = groups[stream.next(batch)]
+        counts = np.bincount(members, minlength=len(sizes))
+        having += int((sizes[members] > 1).sum())
+        found += int((counts[members] > 1).sum())
+    return found / having
+
+
+def test_group_batches_keep_catalog_groups_together():
+    rng = np.random.default_rng(0)
+    groups = rng.permutation(np.repeat(np.arange(700), rng.integers(1, 4, size=700)))  # groups of 1-3 offers
+    categories = groups % 7
+    for kind in ({}, {"categories": categories, "category_fraction": 0.5}):
+        stream = BatchStream(len(groups), seed=0, groups=groups, **kind)
+        order = stream._order
+        assert sorted(order) == list(range(len(groups)))  # still a permutation
+        runs = groups[order][1:] != groups[order][:-1]
+        assert runs.sum() + 1 == len(set(groups))  # each group is one contiguous run
+    plain = _siblings_in_batch(BatchStream(len(groups), seed=0), groups, 64, 30)
+    together = _siblings_in_batch(BatchStream(len(groups), seed=0, groups=groups), groups, 64, 30)
+    assert plain < 0.1 and together > 0.9  # only groups cut by a batch boundary lose their sibling
+
+
+def test_group_batches_are_deterministic_and_resumable():
+    groups = np.repeat(np.arange(100), 2)
+    reference = BatchStream(200, seed=5, groups=groups)
+    expected = [reference.next(48) for _ in range(6)]
+    stream = BatchStream(200, seed=5, groups=groups)
+    got = [stream.next(48) for _ in range(2)]
+    resumed = BatchStream(200, seed=5, groups=groups)
+    resumed.load_state_dict(stream.state_dict())
+    got += [resumed.next(48) for _ in range(4)]
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
