@@ -141,11 +141,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: Path, emb_dir: Path, data: Path | None, port: int, workers: int) -> subprocess.Popen:
+def start_server(model: Path, emb_dir: Path, data: Path | None, port: int, workers: int,
+                 threads: int) -> subprocess.Popen:
     import httpx
 
     command = [sys.executable, "-m", "eclip.cli", "serve", "--model", str(model), "--index", str(emb_dir),
-               "--port", str(port), "--workers", str(workers)] + (["--data", str(data)] if data else [])
+               "--port", str(port), "--workers", str(workers), "--threads", str(threads)] + (["--data", str(data)] if data else [])
     process = subprocess.Popen(command, cwd=REPO, start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     for _ in range(600):
         if process.poll() is not None:
@@ -245,7 +246,8 @@ def _recall(found, exact) -> float:
 def markdown(report: dict) -> str:
     lines = [f"Index: {report['index']['products']:,} products ({report['index']['real']:,} real fashion-dev + "
              f"{report['index']['generated']:,} generated), {report['index']['index']['type']} index, "
-             f"{report['index']['index']['dim']}-d; model {report['model']}; {report['workers']} worker(s); "
+             f"{report['index']['index']['dim']}-d; model {report['model']}; {report['workers']} worker(s), "
+             f"{report['threads']} thread(s) each; "
              f"{report['seconds']} s per cell on {os.cpu_count()} cores shared with the client; server RSS after the "
              f"load {report['server_rss_mb']:,} MB.",
              "", "| endpoint | clients | requests/s | p50 ms | p99 ms | errors |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -287,6 +289,7 @@ def main() -> None:
     parser.add_argument("--index", default="ivf", choices=("flat", "ivf", "hnsw"),
                         help="index type of the 100k EMB_DIR (`eclip embed --index`); flat scans 100 MB per query")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch and FAISS threads per worker (eclip serve --threads)")
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per endpoint and concurrency")
     parser.add_argument("--scale-products", type=int, default=200_000,
                         help="vectors for the flat vs IVF-PQ memory measurement (bytes per product); 0 skips it")
@@ -294,7 +297,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     emb_dir = REPO / "runs" / "serve" / f"bench-{args.products}-{args.index}"
-    report = {"model": str(args.model), "workers": args.workers, "seconds": args.seconds,
+    report = {"model": str(args.model), "workers": args.workers, "threads": args.threads, "seconds": args.seconds,
               "index": generated_emb_dir(args.emb, emb_dir, args.products, args.noise, args.index)}
     products = read_products(args.data, columns=["product_id", "title", "thumbnail"])
     rng = random.Random(0)
@@ -308,7 +311,7 @@ def main() -> None:
         "similar products": [get(f"/api/products/{quote(ids[i])}/similar?k=10") for i in rng.sample(range(len(ids)), 500)],
     }
     port = free_port()
-    server = start_server(args.model, emb_dir, args.data, port, args.workers)
+    server = start_server(args.model, emb_dir, args.data, port, args.workers, args.threads)
     try:
         report["load"] = {}
         for endpoint, batch in requests.items():
