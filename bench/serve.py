@@ -11,8 +11,9 @@
    recall@10 of IVF-PQ against exact search, query time.
 
 Writes bench/results/serve.json and serve.md and prints the table.
-Usage: flock /tmp/eclip-cpu.lock .venv/bin/python bench/serve.py --model runs/apps/dev50 --emb runs/serve/emb \
-           --data runs/apps/data
+Usage (after `make demo` and `eclip embed --model runs/demo/model --data runs/demo/data --out runs/demo/emb`):
+       flock /tmp/eclip-cpu.lock .venv/bin/python bench/serve.py [--model runs/demo/model --emb runs/demo/emb \
+           --data runs/demo/data]
 """
 
 from __future__ import annotations
@@ -281,9 +282,9 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=REPO / "runs" / "apps" / "dev50", help="RUN_DIR (tiny config)")
-    parser.add_argument("--emb", type=Path, default=REPO / "runs" / "serve" / "emb", help="EMB_DIR of real products")
-    parser.add_argument("--data", type=Path, default=REPO / "runs" / "apps" / "data", help="DATA_DIR: titles, thumbnails")
+    parser.add_argument("--model", type=Path, default=REPO / "runs" / "demo" / "model", help="RUN_DIR (tiny config)")
+    parser.add_argument("--emb", type=Path, default=REPO / "runs" / "demo" / "emb", help="EMB_DIR of real products")
+    parser.add_argument("--data", type=Path, default=REPO / "runs" / "demo" / "data", help="DATA_DIR: titles, thumbnails")
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--noise", type=float, default=0.5, help="generated = normalize(real + noise * N(0, I/D))")
     parser.add_argument("--index", default="ivf", choices=("flat", "ivf", "hnsw"),
