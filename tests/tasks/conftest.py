@@ -4,16 +4,15 @@ DATA_DIR (real fashion-dev products with seller offers), rewritten copies of tha
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
 from eclip.cli import main
 from eclip.train.config import Config, ModelConfig, TextConfig, TrainConfig, VisionConfig
+from tests.train.train_helpers import rewritten_copy
 
 # Light heads and one prompt per class: the tests check mechanics, not quality.
 FAST_EVAL_TOML = """
@@ -33,17 +32,6 @@ def tiny_config() -> Config:
                           text=TextConfig(model="scratch", vocab_size=300, width=32, depth=1, heads=2, max_length=16)),
         train=TrainConfig(steps=4, batch_size=32, batch_size_start=32, micro_batch_size=32, warmup_steps=1,
                           checkpoint_every=4, threads=1))
-
-
-def rewritten_copy(data_dir: Path, out: Path, change) -> Path:
-    """A copy of DATA_DIR whose products are `change(table)` (one shard)."""
-    shutil.copytree(data_dir, out)
-    shards = sorted((out / "shards").glob("*.parquet"))
-    table = pa.concat_tables(pq.read_table(path) for path in shards)
-    for path in shards:
-        path.unlink()
-    pq.write_table(change(table), out / "shards" / "part-00000.parquet")
-    return out
 
 
 def with_column(table: pa.Table, name: str, values) -> pa.Table:
