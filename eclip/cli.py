@@ -109,6 +109,55 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_distill(sub) -> None:
+    p = sub.add_parser(
+        "distill", help="train a fast query encoder for text search from a trained model's text tower",
+        description="Distil RUN_DIR's text tower into a query encoder (a bag of word pieces and an MLP, about 25x "
+                    "cheaper per query) trained to reproduce the tower's vectors on DATA_DIR's train titles and "
+                    "query-like fragments of them. Writes RUN_DIR/query_encoder.{safetensors,json}; the JSON "
+                    "holds its test-split agreement with the tower and text->image recall with each. "
+                    "`eclip serve` uses it for search queries. An encoder distilled from the same weights, data "
+                    "and options is reused.")
+    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a finished `eclip train` run")
+    p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR", help="a DATA_DIR written by `eclip prepare`")
+    from eclip.train.distill import DistillConfig
+    defaults = DistillConfig()
+    for name, kind, meaning in (("epochs", int, "passes over the strings"),
+                                ("batch_size", int, "strings per step"),
+                                ("lr", float, "peak learning rate (one-cycle schedule)"),
+                                ("hidden", int, "width of the student's MLP"),
+                                ("queries_per_title", int, "query-like strings cut from each train title"),
+                                ("seed", int, "seed of the strings and the student's start"),
+                                ("threads", int, "torch threads; 0 keeps the default")):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(defaults, name),
+                       help=f"{meaning} (default {getattr(defaults, name)})")
+    p.add_argument("--force", action="store_true", help="distil again even if the encoder is up to date")
+    p.set_defaults(handler=_run_distill)
+
+
+def _run_distill(args) -> int:
+    import dataclasses
+
+    from eclip.train.distill import DistillConfig, distill
+
+    config = DistillConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig)})
+    if min(config.epochs, config.batch_size, config.hidden) < 1 or config.queries_per_title < 0 or config.lr <= 0:
+        raise EclipError("--epochs, --batch-size and --hidden must be positive, --lr above 0, "
+                         "--queries-per-title at least 0")
+    report = distill(args.model, args.data, config, force=args.force)
+    test = report["test"]
+    where = args.model / "query_encoder.json"
+    if test is None:
+        print(f"query encoder -> {where} (the data has no test split to measure it on)")
+    else:
+        print(f"query encoder -> {where}{' (up to date, reused)' if report['reused'] else ''}: on {test['products']} "
+              f"test products, cosine to the text tower {test['cosine_titles']:.3f} (titles), "
+              f"{test['cosine_queries']:.3f} (query fragments); text->image R@10 {test['t2i']['student']['r10']:.3f} "
+              f"(text tower {test['t2i']['teacher']['r10']:.3f}); {test['ms_per_query']['student']:.2f} ms per "
+              f"query against {test['ms_per_query']['teacher']:.2f} ms")
+    return 0
+
+
 # ---------------------------------------------------------------- product graph
 def _add_graph(sub) -> None:
     p = sub.add_parser(
@@ -381,7 +430,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--index", type=Path, required=True, metavar="EMB_DIR", help="an `eclip embed` output made with that model")
     p.add_argument("--data", type=Path, metavar="DATA_DIR", help="the prepared products, for thumbnails and details")
     p.add_argument("--config", type=Path, metavar="TOML", help="a file with a [serve] table (default configs/serve.toml)")
-    from eclip.serve.config import load_serve_config
+    from eclip.serve.config import QUERY_ENCODERS, load_serve_config
     defaults = load_serve_config()
     for name, kind, meaning in (("host", str, "address to bind; 127.0.0.1 keeps the service on this machine"),
                                 ("port", int, "TCP port"),
@@ -390,8 +439,12 @@ def _add_serve(sub) -> None:
                                 ("max_pixels", int, "uploaded image cap, width x height, checked before decoding"),
                                 ("max_k", int, "most results a query may ask for"),
                                 ("request_timeout_s", float, "seconds before a request is answered 503"),
-                                ("threads", int, "torch and FAISS threads per worker")):
+                                ("threads", int, "torch and FAISS threads per worker"),
+                                ("query_encoder", str, "what embeds search queries: distilled (`eclip distill`'s "
+                                                       "encoder, about 25x cheaper), full (the text tower), or "
+                                                       "auto (distilled when RUN_DIR has one)")):
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       choices=QUERY_ENCODERS if name == "query_encoder" else None,
                        help=f"{meaning} (default {getattr(defaults, name)})")
     p.set_defaults(handler=_run_serve)
 
@@ -418,6 +471,7 @@ SUBCOMMANDS = [
     _add_offers,
     _add_prepare,
     _add_train,
+    _add_distill,
     _add_graph,
     _add_embed,
     _add_eval,

@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the real data in ../shared/data and a small prepared dataset built from it."""
+"""Shared fixtures: paths to the real data in ../shared/data, a small prepared dataset built from it, and a dual
+encoder trained on that dataset for a few steps."""
 
 from __future__ import annotations
 
@@ -38,3 +39,26 @@ def prepared_fashion(tmp_path_factory, fashion_dir) -> Path:
     make_offers(fashion_dir / "catalog.csv", root / "offers", per_product=3, seed=0, limit=160, workers=1)
     prepare(root / "offers" / "catalog.csv", root / "data", config=PrepareConfig(workers=1))
     return root / "data"
+
+
+def tiny_config():
+    """Seconds on CPU: a 16 px ViT and a from-scratch one-layer BERT on a WordPiece vocabulary of the titles."""
+    from eclip.train.config import Config, ModelConfig, TextConfig, TrainConfig, VisionConfig
+
+    return Config(
+        model=ModelConfig(embed_dim=16,
+                          vision=VisionConfig(image_size=16, patch_size=8, width=32, depth=1, heads=2),
+                          text=TextConfig(model="scratch", vocab_size=300, width=32, depth=1, heads=2, max_length=16)),
+        train=TrainConfig(steps=4, batch_size=32, batch_size_start=32, micro_batch_size=32, warmup_steps=1,
+                          checkpoint_every=4, threads=1))
+
+
+@pytest.fixture(scope="session")
+def run_dir(prepared_fashion, tmp_path_factory) -> Path:
+    """A RUN_DIR of `tiny_config` trained on `prepared_fashion`; `eclip eval` adds its task heads, so tests that
+    write other files into a RUN_DIR work on a copy."""
+    from eclip.train.loop import train
+
+    run = tmp_path_factory.mktemp("tiny_model") / "run"
+    train(prepared_fashion, run, tiny_config())
+    return run

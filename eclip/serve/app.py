@@ -177,7 +177,8 @@ def create_app(engine: SearchEngine) -> FastAPI:
             await on_model_thread(engine.index.sync)
         except (EclipError, OSError) as error:
             return JSONResponse({"status": "not ready", "detail": str(error)}, status_code=503)
-        return {"status": "ready", "products": len(engine.index)}
+        return {"status": "ready", "products": len(engine.index),
+                "query_encoder": "full" if engine.query_encoder is None else "distilled"}
 
     # ------------------------------------------------------------ search
     @app.get("/api/search", tags=["search"], summary="products matching a text query")

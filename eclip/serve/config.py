@@ -11,6 +11,7 @@ from eclip.errors import EclipError
 from eclip.train.config import dataclass_from_dict
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "serve.toml"
+QUERY_ENCODERS = ("auto", "distilled", "full")
 
 
 @dataclass
@@ -25,6 +26,8 @@ class ServeConfig:
     request_timeout_s: float = 10.0
     max_batch: int = 32
     threads: int = 0  # torch and FAISS threads; 0 leaves the process's setting alone (configs/serve.toml says 1)
+    query_encoder: str = "auto"  # search queries: "distilled" (RUN_DIR's `eclip distill` output), "full", or
+    # "auto" (distilled when RUN_DIR has one)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from eclip.errors import EclipError
-from eclip.serve.config import ServeConfig
+from eclip.serve.config import QUERY_ENCODERS, ServeConfig
 from eclip.serve.store import Operation, ProductIndex
 from eclip.tasks.embeddings import fuse
 from eclip.tasks.similarity import normalize_rows
@@ -82,7 +82,8 @@ class SearchEngine:
         if config.threads > 0:
             torch.set_num_threads(config.threads)
             faiss.omp_set_num_threads(config.threads)
-        self.model, _, model_config = load_model(run_dir)
+        self.model, processor, model_config = load_model(run_dir)
+        self.query_encoder = _query_encoder(run_dir, processor, config.query_encoder)
         self.index = ProductIndex(emb_dir)
         if model_config.embed_dim != self.index.dim:
             raise EclipError(f"{emb_dir} holds {self.index.dim}-d vectors but {run_dir} embeds in {model_config.embed_dim}-d: "
@@ -127,6 +128,15 @@ class SearchEngine:
 
         return embed_texts(self.model, texts, batch_size=self.config.max_batch)  # (N, D)
 
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Search-query text -> (N, D): the distilled query encoder when one serves, else the text tower.
+        Products, classification and /api/embed always use the text tower."""
+        if self.query_encoder is None:
+            return self.embed_texts(texts)
+        from eclip.models.query_encoder import embed_queries
+
+        return embed_queries(self.query_encoder, texts)
+
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         from eclip.models import embed_images
 
@@ -137,7 +147,7 @@ class SearchEngine:
         self.index.sync()
         texts = [i for i, q in enumerate(queries) if q.text is not None]
         images = [i for i, q in enumerate(queries) if q.image is not None]
-        text_vectors = dict(zip(texts, self.embed_texts([queries[i].text for i in texts]))) if texts else {}
+        text_vectors = dict(zip(texts, self.embed_queries([queries[i].text for i in texts]))) if texts else {}
         image_vectors = dict(zip(images, self.embed_images([queries[i].image for i in images]))) if images else {}
         vectors = np.zeros((len(queries), self.index.dim), np.float32)  # (Q, D)
         for i, query in enumerate(queries):
@@ -233,6 +243,21 @@ class SearchEngine:
         if product_id in self.index.added_thumbnails:
             return self.index.added_thumbnails[product_id]
         return self.catalog.thumbnail(product_id) if self.catalog else None
+
+
+def _query_encoder(run_dir, processor, choice: str):
+    """The query encoder `choice` asks for: None means the text tower."""
+    from eclip.models.query_encoder import load_query_encoder
+
+    if choice not in QUERY_ENCODERS:
+        raise EclipError(f"query_encoder must be one of {', '.join(QUERY_ENCODERS)}, got {choice!r}")
+    if choice == "full":
+        return None
+    encoder = load_query_encoder(run_dir, processor)
+    if encoder is None and choice == "distilled":
+        raise EclipError(f"{run_dir} has no distilled query encoder: run `eclip distill --model {run_dir} --data "
+                         f"DATA_DIR` first, or serve with --query-encoder full")
+    return encoder
 
 
 def _thumbnail(image: Image.Image, size: int = 256) -> bytes:

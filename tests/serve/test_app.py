@@ -202,3 +202,34 @@ def test_classify_uses_the_saved_task_heads_when_their_view_is_given(served, tmp
     adult = dict(apply_head(meta, tensors, "adult", fused[0]))[True]
     assert answer["adult"] == {"score": round(adult, 6), "threshold": 0.5, "restricted": adult >= 0.5}
     assert engine.classify(vectors["image"][0], None)["method"] == "zero-shot"  # the heads read image + text
+
+
+def test_search_queries_use_the_distilled_encoder_when_the_run_has_one(served, index_vectors, tmp_path):
+    import shutil
+
+    from eclip.errors import EclipError
+    from eclip.models.query_encoder import embed_queries
+    from eclip.train.distill import DistillConfig, distill
+
+    run_dir, emb_dir, data_dir = served
+    with pytest.raises(EclipError, match="eclip distill"):
+        SearchEngine(run_dir, emb_dir, None, ServeConfig(query_encoder="distilled"))
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    distill(run, data_dir, DistillConfig(epochs=2, batch_size=64, hidden=32, threads=1))
+    ids, fused = index_vectors
+    query = "blue denim jacket"
+    engine = SearchEngine(run, emb_dir, None, ServeConfig())  # auto
+    assert engine.query_encoder is not None
+    with TestClient(create_app(engine)) as client:
+        assert client.get("/readyz").json()["query_encoder"] == "distilled"
+        scores = [r["score"] for r in client.get("/api/search", params={"q": query, "k": 5}).json()["results"]]
+        assert np.allclose(scores, brute_force(ids, fused, embed_queries(engine.query_encoder, [query])[0], 5), atol=1e-5)
+        # Product vectors, classification and /api/embed stay with the text tower.
+        embedded = client.post("/api/embed", data={"text": query}).json()["text"]
+        assert np.allclose(embedded, engine.embed_texts([query])[0], atol=1e-5)
+    full = SearchEngine(run, emb_dir, None, ServeConfig(query_encoder="full"))
+    assert full.query_encoder is None
+    with TestClient(create_app(full)) as client:
+        assert client.get("/readyz").json()["query_encoder"] == "full"
+        scores = [r["score"] for r in client.get("/api/search", params={"q": query, "k": 5}).json()["results"]]
+        assert np.allclose(scores, brute_force(ids, fused, full.embed_texts([query])[0], 5), atol=1e-5)

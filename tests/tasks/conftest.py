@@ -1,6 +1,6 @@
-"""The applications tests' fixtures: a dual encoder trained for a few steps on the shared `prepared_fashion`
-DATA_DIR (real fashion-dev products with seller offers), rewritten copies of that DATA_DIR, and one fast
-`eclip eval` run that every report test reads."""
+"""The applications tests' fixtures: rewritten copies of the shared `prepared_fashion` DATA_DIR (real fashion-dev
+products with seller offers) and one fast `eclip eval` run of the shared `run_dir` model that every report test
+reads."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 import pytest
 
 from eclip.cli import main
-from eclip.train.config import Config, ModelConfig, TextConfig, TrainConfig, VisionConfig
 from tests.train.train_helpers import rewritten_copy
 
 # Light heads and one prompt per class: the tests check mechanics, not quality.
@@ -24,27 +23,8 @@ pair_max_products = 200
 RESTRICTED_SUBCATEGORY = "Shoes"  # the 160 products hold no adult ones: shoes stand in for them
 
 
-def tiny_config() -> Config:
-    """Seconds on CPU: a 16 px ViT and a from-scratch one-layer BERT on a WordPiece vocabulary of the titles."""
-    return Config(
-        model=ModelConfig(embed_dim=16,
-                          vision=VisionConfig(image_size=16, patch_size=8, width=32, depth=1, heads=2),
-                          text=TextConfig(model="scratch", vocab_size=300, width=32, depth=1, heads=2, max_length=16)),
-        train=TrainConfig(steps=4, batch_size=32, batch_size_start=32, micro_batch_size=32, warmup_steps=1,
-                          checkpoint_every=4, threads=1))
-
-
 def with_column(table: pa.Table, name: str, values) -> pa.Table:
     return table.set_column(table.column_names.index(name), name, values)
-
-
-@pytest.fixture(scope="session")
-def run_dir(prepared_fashion, tmp_path_factory) -> Path:
-    from eclip.train.loop import train
-
-    run = tmp_path_factory.mktemp("tasks_model") / "run"
-    train(prepared_fashion, run, tiny_config())
-    return run
 
 
 @pytest.fixture(scope="session")
