@@ -24,13 +24,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the bundled real catalogue: multi-seller offers -> prepare -> train `tiny` -> evaluate.
+# The main job on the bundled real catalogue: multi-seller offers -> prepare -> train `tiny` -> evaluate -> distil
+# the query encoder that `eclip serve` embeds search queries with.
 # Every step reuses its finished output on a second run (train: a finished run is left as is, an unfinished one resumes).
 demo: $(STAMP)
 	$(ECLIP) offers $(FASHION)/catalog.csv --out $(DEMO)/offers --per-product 3 --seed 0
 	$(ECLIP) prepare $(DEMO)/offers/catalog.csv --out $(DEMO)/data
 	$(ECLIP) train --data $(DEMO)/data --out $(DEMO)/model --config tiny --objective eclip --resume
 	$(ECLIP) eval --model $(DEMO)/model --data $(DEMO)/data --out $(DEMO)/report
+	$(ECLIP) distill --model $(DEMO)/model --data $(DEMO)/data
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q

@@ -6,6 +6,8 @@
 3. A bounded closed-loop load from a raw asyncio HTTP/1.1 keep-alive client (light enough to share 2 cores with the
    server): text search (real titles), image search (real thumbnails), similar products (random ids), each at 1,
    8 and 32 concurrent clients for --seconds; p50/p99 latency, requests/s, errors (any status but 200).
+   Search queries use RUN_DIR's distilled query encoder when it has one (`eclip distill`); text search is then
+   measured again on a second server with `--query-encoder full` (the text tower), the in-run comparison.
 4. The peer, in the same run: the library alone, one query at a time (embed + FAISS search, no HTTP, no batching).
 5. Scale: flat vs IVF-PQ indexes over --scale-products generated vectors: bytes per product (serialized index),
    recall@10 of IVF-PQ against exact search, query time.
@@ -47,6 +49,7 @@ from eclip.tasks.similarity import normalize_rows  # noqa: E402
 RESULTS = REPO / "bench" / "results"
 CONCURRENCY = (1, 8, 32)
 TARGET = {"p99_ms_at_8": 30.0, "requests_per_s": 300.0}
+FULL_TEXT_SEARCH = "text search, full text tower"
 
 
 # ---------------------------------------------------------------- the 100k EMB_DIR
@@ -143,11 +146,12 @@ def free_port() -> int:
 
 
 def start_server(model: Path, emb_dir: Path, data: Path | None, port: int, workers: int,
-                 threads: int) -> subprocess.Popen:
+                 threads: int, query_encoder: str = "auto") -> subprocess.Popen:
     import httpx
 
     command = [sys.executable, "-m", "eclip.cli", "serve", "--model", str(model), "--index", str(emb_dir),
-               "--port", str(port), "--workers", str(workers), "--threads", str(threads)] + (["--data", str(data)] if data else [])
+               "--port", str(port), "--workers", str(workers), "--threads", str(threads),
+               "--query-encoder", query_encoder] + (["--data", str(data)] if data else [])
     process = subprocess.Popen(command, cwd=REPO, start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     for _ in range(600):
         if process.poll() is not None:
@@ -172,6 +176,7 @@ def _rss_kb(pid: int) -> int:
 # ---------------------------------------------------------------- the peer: the library, one query at a time
 def library_peer(model_dir: Path, emb_dir: Path, titles: list[str], thumbnails: list[bytes], seconds: float) -> dict:
     from eclip.models import embed_images, embed_texts, load_model
+    from eclip.models.query_encoder import embed_queries, load_query_encoder
     from eclip.tasks.embeddings import load_index
 
     import faiss
@@ -179,16 +184,21 @@ def library_peer(model_dir: Path, emb_dir: Path, titles: list[str], thumbnails: 
 
     torch.set_num_threads(1)  # as the service runs it
     faiss.omp_set_num_threads(1)
-    model, _, _ = load_model(model_dir)
+    model, processor, _ = load_model(model_dir)
+    query_encoder = load_query_encoder(model_dir, processor)
     index, _ = load_index(emb_dir)
     out = {}
-    for name, embed, inputs in (("text", embed_texts, titles), ("image", embed_images, thumbnails)):
+    peers = [("text", lambda texts: embed_texts(model, texts), titles),
+             ("image", lambda images: embed_images(model, images), thumbnails)]
+    if query_encoder is not None:
+        peers.append(("text, distilled query encoder", lambda texts: embed_queries(query_encoder, texts), titles))
+    for name, embed, inputs in peers:
         for warmup in inputs[:3]:
-            index.search(embed(model, [warmup]), 10)
+            index.search(embed([warmup]), 10)
         latencies, stop = [], time.perf_counter() + seconds
         while time.perf_counter() < stop:
             started = time.perf_counter()
-            index.search(embed(model, [inputs[len(latencies) % len(inputs)]]), 10)
+            index.search(embed([inputs[len(latencies) % len(inputs)]]), 10)
             latencies.append(time.perf_counter() - started)
         ms = np.array(latencies) * 1000
         out[name] = {"queries_per_s": round(len(ms) / ms.sum() * 1000, 1), "p50_ms": round(float(np.median(ms)), 2)}
@@ -248,7 +258,7 @@ def markdown(report: dict) -> str:
     lines = [f"Index: {report['index']['products']:,} products ({report['index']['real']:,} real fashion-dev + "
              f"{report['index']['generated']:,} generated), {report['index']['index']['type']} index, "
              f"{report['index']['index']['dim']}-d; model {report['model']}; {report['workers']} worker(s), "
-             f"{report['threads']} thread(s) each; "
+             f"{report['threads']} thread(s) each; search queries embedded by the {report['query_encoder']} encoder; "
              f"{report['seconds']} s per cell on {os.cpu_count()} cores shared with the client; server RSS after the "
              f"load {report['server_rss_mb']:,} MB.",
              "", "| endpoint | clients | requests/s | p50 ms | p99 ms | errors |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -256,10 +266,19 @@ def markdown(report: dict) -> str:
         for row in rows:
             lines.append(f"| {endpoint} | {row['clients']} | {row['requests_per_s']} | {row['p50_ms']} | {row['p99_ms']} | "
                          f"{row['errors']} |")
+    if FULL_TEXT_SEARCH in report["load"]:
+        distilled, full = (next(row for row in report["load"][name] if row["clients"] == 8)
+                           for name in ("text search", FULL_TEXT_SEARCH))
+        lines += ["", f"Text search at 8 clients, distilled query encoder against the full text tower: "
+                      f"{distilled['requests_per_s'] / full['requests_per_s']:.2f}x the requests/s, p99 "
+                      f"{distilled['p99_ms']} ms against {full['p99_ms']} ms."]
     peer = report["peer"]
     lines += ["", "| peer: library, one query at a time | queries/s | p50 ms | service req/s at 8 clients / peer |",
               "| --- | ---: | ---: | ---: |"]
-    for name, endpoint in (("text", "text search"), ("image", "image search")):
+    for name, endpoint in (("text", FULL_TEXT_SEARCH if FULL_TEXT_SEARCH in report["load"] else "text search"),
+                           ("text, distilled query encoder", "text search"), ("image", "image search")):
+        if name not in peer:
+            continue
         at8 = next(row for row in report["load"][endpoint] if row["clients"] == 8)
         lines.append(f"| {name} | {peer[name]['queries_per_s']} | {peer[name]['p50_ms']} | "
                      f"{at8['requests_per_s'] / peer[name]['queries_per_s']:.2f}x |")
@@ -278,6 +297,26 @@ def markdown(report: dict) -> str:
                          f"{row['bytes_per_product']:.1f} MB | {row['reranked_recall_at_10']:.3f} | "
                          f"{row['reranked_ms_per_query']} |")
     return "\n".join(lines)
+
+
+def serve_load(args, emb_dir: Path, requests: dict[str, list[bytes]], report: dict, query_encoder: str) -> str:
+    """Start `eclip serve`, run each endpoint's load at every concurrency into report["load"], stop it;
+    -> the query encoder it used."""
+    import httpx
+
+    port = free_port()
+    server = start_server(args.model, emb_dir, args.data, port, args.workers, args.threads, query_encoder)
+    try:
+        used = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()["query_encoder"]
+        for endpoint, batch in requests.items():
+            report["load"][endpoint] = [asyncio.run(load(port, batch, clients, args.seconds, warmup=1.0))
+                                        for clients in CONCURRENCY]
+            print(endpoint, report["load"][endpoint], flush=True)
+        report.setdefault("server_rss_mb", round(_rss_kb(server.pid) / 1024, 1))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait()
+    return used
 
 
 def main() -> None:
@@ -311,18 +350,10 @@ def main() -> None:
         "image search": [multipart_post("/api/search/image", image, {"k": "10"}) for image in thumbnails],
         "similar products": [get(f"/api/products/{quote(ids[i])}/similar?k=10") for i in rng.sample(range(len(ids)), 500)],
     }
-    port = free_port()
-    server = start_server(args.model, emb_dir, args.data, port, args.workers, args.threads)
-    try:
-        report["load"] = {}
-        for endpoint, batch in requests.items():
-            report["load"][endpoint] = [asyncio.run(load(port, batch, clients, args.seconds, warmup=1.0))
-                                        for clients in CONCURRENCY]
-            print(endpoint, report["load"][endpoint], flush=True)
-        report["server_rss_mb"] = round(_rss_kb(server.pid) / 1024, 1)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait()
+    report["load"] = {}
+    report["query_encoder"] = serve_load(args, emb_dir, requests, report, "auto")
+    if report["query_encoder"] == "distilled":  # the same load with the text tower embedding the queries
+        serve_load(args, emb_dir, {FULL_TEXT_SEARCH: requests["text search"]}, report, "full")
     report["peer"] = library_peer(args.model, emb_dir, titles, thumbnails, args.seconds)
     text_at_8 = next(row for row in report["load"]["text search"] if row["clients"] == 8)
     report["targets"] = {**TARGET, "met": text_at_8["p99_ms"] <= TARGET["p99_ms_at_8"]
