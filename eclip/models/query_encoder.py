@@ -11,6 +11,7 @@ searches the index the full model built. Saved beside the model in RUN_DIR:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eclip.errors import EclipError
+from eclip.models import MODEL_FILE
 from eclip.models.text import TextProcessor
 
 WEIGHTS_FILE = "query_encoder.safetensors"
@@ -70,13 +72,24 @@ def embed_queries(encoder: QueryEncoder, texts, batch_size: int = 1024) -> np.nd
     return np.concatenate(chunks) if chunks else np.zeros((0, encoder.shape.embed_dim), np.float32)
 
 
+def teacher_digest(run_dir) -> str:
+    """sha256 of RUN_DIR's model weights: a query encoder serves only the weights it was distilled from."""
+    digest = hashlib.sha256()
+    with open(Path(run_dir) / MODEL_FILE, "rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_query_encoder(encoder: QueryEncoder, run_dir: Path, report: dict) -> None:
-    """Weights and a JSON of the shape and the distillation report, each written to a temporary name first."""
+    """Weights and a JSON of the shape, the teacher's digest and the distillation report, each written to a
+    temporary name first."""
     from safetensors.torch import save_file
 
     weights, meta = Path(run_dir) / WEIGHTS_FILE, Path(run_dir) / META_FILE
     save_file({name: tensor.contiguous() for name, tensor in encoder.state_dict().items()}, str(weights) + ".tmp")
-    Path(str(meta) + ".tmp").write_text(json.dumps({"shape": asdict(encoder.shape), **report}, indent=1))
+    Path(str(meta) + ".tmp").write_text(json.dumps({"shape": asdict(encoder.shape), "teacher_sha256":
+                                                    teacher_digest(run_dir), **report}, indent=1))
     Path(str(weights) + ".tmp").replace(weights)
     Path(str(meta) + ".tmp").replace(meta)  # last: a meta file means both are complete
 
@@ -87,13 +100,17 @@ def query_encoder_report(run_dir) -> dict | None:
 
 
 def load_query_encoder(run_dir, processor: TextProcessor) -> QueryEncoder | None:
-    """The distilled query encoder of RUN_DIR (in eval mode), or None when there is none."""
+    """The distilled query encoder of RUN_DIR (in eval mode), or None when there is none. One distilled from
+    other weights (the run was trained further since) would embed queries beside the index, so it is refused."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     report = query_encoder_report(run_dir)
     if report is None:
         return None
+    if report.get("teacher_sha256") != teacher_digest(run_dir):
+        raise EclipError(f"{Path(run_dir) / WEIGHTS_FILE} was distilled from other weights than {run_dir}'s model "
+                         f"(trained since?): run `eclip distill --model {run_dir} ...` again")
     try:
         encoder = QueryEncoder(QueryEncoderShape(**report["shape"]), processor)
         encoder.load_state_dict(load_file(str(Path(run_dir) / WEIGHTS_FILE)))

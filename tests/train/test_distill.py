@@ -56,19 +56,29 @@ def test_a_second_run_reuses_the_encoder_unless_forced(distilled, prepared_fashi
     assert distill(run, prepared_fashion, DistillConfig(epochs=1, batch_size=64, hidden=128))["reused"] is False
 
 
-def test_save_and_load_round_trip(run_dir, tmp_path):
-    _, processor, _ = load_model(run_dir)
+def test_save_and_load_round_trip_and_a_retrained_model_refuses_it(run_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    _, processor, _ = load_model(run)
     encoder = QueryEncoder(QueryEncoderShape(vocab_size=processor.tokenizer.get_vocab_size(), width=8, hidden=16,
                                              embed_dim=4), processor)
-    assert load_query_encoder(tmp_path, processor) is None
-    save_query_encoder(encoder, tmp_path, {"note": "random weights"})
-    loaded = load_query_encoder(tmp_path, processor)
+    assert load_query_encoder(run, processor) is None
+    save_query_encoder(encoder, run, {"note": "random weights"})
+    loaded = load_query_encoder(run, processor)
     queries = ["red running shoes", "Nike Men Blue T-shirt", "🙂", "x" * 500]
     assert np.array_equal(embed_queries(loaded, queries), embed_queries(encoder, queries))
     assert embed_queries(encoder, []).shape == (0, 4)
-    (tmp_path / "query_encoder.safetensors").write_bytes(b"not safetensors")
+    # The model trained further: the same file name, other weights.
+    weights = load_file(str(run / "model.safetensors"))
+    weights["logit_scale"] = weights["logit_scale"] + 1
+    save_file(weights, str(run / "model.safetensors"))
+    with pytest.raises(EclipError, match="distilled from other weights.*eclip distill"):
+        load_query_encoder(run, processor)
+    save_query_encoder(encoder, run, {})
+    (run / "query_encoder.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(EclipError, match="does not load.*eclip distill"):
-        load_query_encoder(tmp_path, processor)
+        load_query_encoder(run, processor)
 
 
 def test_query_strings_are_fragments_of_the_title_and_labels():
