@@ -120,30 +120,18 @@ def _add_distill(sub) -> None:
                     "and options is reused.")
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a finished `eclip train` run")
     p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR", help="a DATA_DIR written by `eclip prepare`")
+    from eclip.train.config import add_override_arguments
     from eclip.train.distill import DistillConfig
-    defaults = DistillConfig()
-    for name, kind, meaning in (("epochs", int, "passes over the strings"),
-                                ("batch_size", int, "strings per step"),
-                                ("lr", float, "peak learning rate (one-cycle schedule)"),
-                                ("hidden", int, "width of the student's MLP"),
-                                ("queries_per_title", int, "query-like strings cut from each train title"),
-                                ("seed", int, "seed of the strings and the student's start"),
-                                ("threads", int, "torch threads; 0 keeps the default")):
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(defaults, name),
-                       help=f"{meaning} (default {getattr(defaults, name)})")
+    add_override_arguments(p, DistillConfig(), title="distillation options")
     p.add_argument("--force", action="store_true", help="distil again even if the encoder is up to date")
     p.set_defaults(handler=_run_distill)
 
 
 def _run_distill(args) -> int:
-    import dataclasses
-
+    from eclip.train.config import apply_overrides
     from eclip.train.distill import DistillConfig, distill
 
-    config = DistillConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig)})
-    if min(config.epochs, config.batch_size, config.hidden) < 1 or config.queries_per_title < 0 or config.lr <= 0:
-        raise EclipError("--epochs, --batch-size and --hidden must be positive, --lr above 0, "
-                         "--queries-per-title at least 0")
+    config = apply_overrides(DistillConfig(), args)
     report = distill(args.model, args.data, config, force=args.force)
     test = report["test"]
     where = args.model / "query_encoder.json"
@@ -430,36 +418,18 @@ def _add_serve(sub) -> None:
     p.add_argument("--index", type=Path, required=True, metavar="EMB_DIR", help="an `eclip embed` output made with that model")
     p.add_argument("--data", type=Path, metavar="DATA_DIR", help="the prepared products, for thumbnails and details")
     p.add_argument("--config", type=Path, metavar="TOML", help="a file with a [serve] table (default configs/serve.toml)")
-    from eclip.serve.config import QUERY_ENCODERS, load_serve_config
-    defaults = load_serve_config()
-    for name, kind, meaning in (("host", str, "address to bind; 127.0.0.1 keeps the service on this machine"),
-                                ("port", int, "TCP port"),
-                                ("workers", int, "processes, each with the model and the index"),
-                                ("max_upload_bytes", int, "request body cap (413 above)"),
-                                ("max_pixels", int, "uploaded image cap, width x height, checked before decoding"),
-                                ("max_k", int, "most results a query may ask for"),
-                                ("request_timeout_s", float, "seconds before a request is answered 503"),
-                                ("threads", int, "torch and FAISS threads per worker"),
-                                ("query_encoder", str, "what embeds search queries: distilled (`eclip distill`'s "
-                                                       "encoder, about 25x cheaper), full (the text tower), or "
-                                                       "auto (distilled when RUN_DIR has one)")):
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
-                       choices=QUERY_ENCODERS if name == "query_encoder" else None,
-                       help=f"{meaning} (default {getattr(defaults, name)})")
+    from eclip.serve.config import load_serve_config
+    from eclip.train.config import add_override_arguments
+    add_override_arguments(p, load_serve_config(), title="service settings (default: configs/serve.toml)")
     p.set_defaults(handler=_run_serve)
 
 
 def _run_serve(args) -> int:
-    import dataclasses
-
     from eclip.serve.app import serve
     from eclip.serve.config import load_serve_config
+    from eclip.train.config import apply_overrides
 
-    config = load_serve_config(args.config)
-    config = dataclasses.replace(config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(config)
-                                            if getattr(args, f.name, None) is not None})
-    if config.workers < 1 or config.max_k < 1 or not 0 < config.port < 65536:
-        raise EclipError("--workers and --max-k must be positive and --port in 1..65535")
+    config = apply_overrides(load_serve_config(args.config), args)
     print(f"serving {args.index} with {args.model} on http://{config.host}:{config.port}/ (API docs at /docs)")
     serve(args.model, args.index, args.data, config)
     return 0

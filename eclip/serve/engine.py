@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from eclip.errors import EclipError
-from eclip.serve.config import QUERY_ENCODERS, ServeConfig
+from eclip.serve.config import ServeConfig
 from eclip.serve.store import Operation, ProductIndex
 from eclip.tasks.embeddings import fuse
 from eclip.tasks.similarity import normalize_rows
@@ -77,6 +77,7 @@ class SearchEngine:
         import faiss
         import torch
 
+        config.validate()
         self.config = config
         # Intra-op threads only pay off on big batches; on a busy machine they spin against each other.
         if config.threads > 0:
@@ -249,8 +250,6 @@ def _query_encoder(run_dir, processor, choice: str):
     """The query encoder `choice` asks for: None means the text tower."""
     from eclip.models.query_encoder import load_query_encoder
 
-    if choice not in QUERY_ENCODERS:
-        raise EclipError(f"query_encoder must be one of {', '.join(QUERY_ENCODERS)}, got {choice!r}")
     if choice == "full":
         return None
     encoder = load_query_encoder(run_dir, processor)

@@ -172,7 +172,7 @@ _PREFIXES = {("train",): "", ("model",): "", ("model", "vision"): "vision-", ("m
              ("augment",): "augment-"}
 
 
-def _leaf_fields(cls=Config, path: tuple[str, ...] = ()):
+def _leaf_fields(cls, path: tuple[str, ...] = ()):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
@@ -182,33 +182,43 @@ def _leaf_fields(cls=Config, path: tuple[str, ...] = ()):
 
 
 def _option(path: tuple[str, ...], name: str) -> str:
-    return _PREFIXES[path] + name.replace("_", "-")
+    return _PREFIXES.get(path, "") + name.replace("_", "-")
 
 
-def add_override_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("config overrides (default: the config's value)")
-    defaults = Config()
-    for path, f, kind in _leaf_fields():
-        section = defaults
-        for part in path:
-            section = getattr(section, part)
+def _section(config, path: tuple[str, ...]):
+    for part in path:
+        config = getattr(config, part)
+    return config
+
+
+def add_override_arguments(parser: argparse.ArgumentParser, defaults=None,
+                           title: str = "config overrides (default: the config's value)") -> None:
+    """One option per leaf field of the dataclass instance `defaults` (a training `Config` when omitted), named
+    after the field (nested sections prefixed as in _PREFIXES). A field's metadata may give its `help` and
+    `choices`; the help ends with the default that `defaults` holds."""
+    group = parser.add_argument_group(title)
+    defaults = Config() if defaults is None else defaults
+    for path, f, kind in _leaf_fields(type(defaults)):
         option = _option(path, f.name)
-        help_text = f"[{'.'.join(path)}] default {getattr(section, f.name)!r}"
+        default = getattr(_section(defaults, path), f.name)
+        meaning = f.metadata.get("help")
+        help_text = f"{meaning} (default {default!r})" if meaning else f"[{'.'.join(path)}] default {default!r}"
         if kind is bool:
             group.add_argument(f"--{option}", dest=f"override_{option}", action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
         else:
             group.add_argument(f"--{option}", dest=f"override_{option}", type=kind, default=None,
-                               metavar=kind.__name__.upper(), help=help_text)
+                               choices=f.metadata.get("choices"), help=help_text,
+                               metavar="{%s}" % ",".join(f.metadata["choices"]) if "choices" in f.metadata
+                               else kind.__name__.upper())
 
 
-def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
-    for path, f, _ in _leaf_fields():
+def apply_overrides(config, args: argparse.Namespace):
+    """Set every field of dataclass `config` that was given on the command line; validate when it can."""
+    for path, f, _ in _leaf_fields(type(config)):
         value = getattr(args, f"override_{_option(path, f.name)}", None)
         if value is not None:
-            section = config
-            for part in path:
-                section = getattr(section, part)
-            setattr(section, f.name, value)
-    config.validate()
+            setattr(_section(config, path), f.name, value)
+    if hasattr(config, "validate"):
+        config.validate()
     return config

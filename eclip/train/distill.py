@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +23,21 @@ from eclip.models.query_encoder import (QueryEncoder, QueryEncoderShape, embed_q
 from eclip.progress import progress_bar
 
 
-@dataclass(frozen=True)
+@dataclass
 class DistillConfig:
-    epochs: int = 8
-    batch_size: int = 256
-    lr: float = 2e-3
-    hidden: int = 1024
-    queries_per_title: int = 3  # query-like strings cut from each train title, besides the title itself
-    seed: int = 0
-    threads: int = 0  # torch threads; 0 leaves the process's setting alone
+    epochs: int = field(default=8, metadata={"help": "passes over the strings"})
+    batch_size: int = field(default=256, metadata={"help": "strings per step"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (one-cycle schedule)"})
+    hidden: int = field(default=1024, metadata={"help": "width of the student's MLP"})
+    queries_per_title: int = field(default=3, metadata={"help": "query-like strings cut from each train title, "
+                                                                "besides the title itself"})
+    seed: int = field(default=0, metadata={"help": "seed of the strings and of the student's start"})
+    threads: int = field(default=0, metadata={"help": "torch threads; 0 leaves the process's setting alone"})
+
+    def validate(self) -> None:
+        if min(self.epochs, self.batch_size, self.hidden) < 1 or self.queries_per_title < 0 or self.lr <= 0:
+            raise EclipError("epochs, batch size and hidden must be positive, lr above 0, queries per title at "
+                             "least 0")
 
 
 def query_strings(product: dict, attribute_columns: list[str], count: int, rng: random.Random) -> list[str]:
@@ -100,12 +106,14 @@ def _ms_per_query(embed, queries: list[str]) -> float:
         torch.set_num_threads(threads)
 
 
-def distill(run_dir: Path, data_dir: Path, config: DistillConfig = DistillConfig(), force: bool = False) -> dict:
+def distill(run_dir: Path, data_dir: Path, config: DistillConfig | None = None, force: bool = False) -> dict:
     """Train RUN_DIR's query encoder on DATA_DIR -> its report (also in RUN_DIR/query_encoder.json).
     An encoder distilled from the same weights, data and options is reused unless `force`."""
     from eclip.models import load_model
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
+    config = config or DistillConfig()
+    config.validate()
     model, processor, _ = load_model(run_dir)
     signature = _signature(run_dir, data_dir, config)
     existing = query_encoder_report(run_dir)

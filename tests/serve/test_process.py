@@ -64,4 +64,6 @@ def test_serve_errors_are_one_line(served, tmp_path, capsys):
     assert main(["serve", "--model", str(run_dir), "--index", str(tmp_path)]) == 2
     assert "is not a finished EMB_DIR (no meta.json)" in capsys.readouterr().err
     assert main(["serve", "--model", str(run_dir), "--index", str(emb_dir), "--max-k", "0"]) == 2
-    assert "--max-k must be positive" in capsys.readouterr().err
+    assert "max_k (--max-k) must be positive, got 0" in capsys.readouterr().err
+    assert main(["serve", "--model", str(run_dir), "--index", str(emb_dir), "--query-encoder", "distilled"]) == 2
+    assert "has no distilled query encoder: run `eclip distill" in capsys.readouterr().err

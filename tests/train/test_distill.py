@@ -48,10 +48,13 @@ def test_the_student_reproduces_the_text_tower_on_unseen_products(distilled, pre
     assert set(report["test"]["t2i"]) == {"teacher", "student"} and 0 <= report["test"]["t2i"]["student"]["r10"] <= 1
 
 
-def test_a_second_run_reuses_the_encoder_unless_forced(distilled, prepared_fashion):
+def test_a_second_run_reuses_the_encoder_unless_forced(distilled, prepared_fashion, capsys):
     run, report = distilled
     written = (run / META_FILE).stat().st_mtime_ns
-    assert distill(run, prepared_fashion, FAST)["reused"] is True
+    assert main(["distill", "--model", str(run), "--data", str(prepared_fashion), "--epochs", "30", "--batch-size",
+                 "64", "--hidden", "128", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "(up to date, reused)" in printed and f"R@10 {report['test']['t2i']['student']['r10']:.3f}" in printed
     assert (run / META_FILE).stat().st_mtime_ns == written
     assert distill(run, prepared_fashion, DistillConfig(epochs=1, batch_size=64, hidden=128))["reused"] is False
 
@@ -105,3 +108,5 @@ def test_data_without_a_train_split_is_one_line(run_dir, prepared_fashion, tmp_p
     assert "no products in the train split" in error and "Traceback" not in error
     assert main(["distill", "--model", str(tmp_path / "none"), "--data", str(data)]) == 2
     assert "not a finished `eclip train` run" in capsys.readouterr().err
+    assert main(["distill", "--model", str(run), "--data", str(prepared_fashion), "--epochs", "0"]) == 2
+    assert "epochs, batch size and hidden must be positive" in capsys.readouterr().err

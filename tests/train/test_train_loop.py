@@ -125,7 +125,7 @@ def test_every_config_field_has_a_command_line_option(monkeypatch):
 
     tiny = load_config("tiny").to_dict()
     argv, expected = ["train", "--data", "d", "--out", "o"], {}
-    for i, (path, field, kind) in enumerate(_leaf_fields()):
+    for i, (path, field, kind) in enumerate(_leaf_fields(Config)):
         keys, option = path + (field.name,), _option(path, field.name)
         if kind is bool:
             expected[keys] = not lookup(tiny, keys)
