@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from eclip.data.store import read_products  # noqa: E402
+from eclip.errors import EclipError  # noqa: E402
+from eclip.serve.app import wait_until_ready  # noqa: E402
 from eclip.tasks.embeddings import (EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE, VIEWS,  # noqa: E402
                                     build_index, read_embeddings)
 from eclip.tasks.similarity import normalize_rows  # noqa: E402
@@ -147,23 +149,17 @@ def free_port() -> int:
 
 def start_server(model: Path, emb_dir: Path, data: Path | None, port: int, workers: int,
                  threads: int, query_encoder: str = "auto") -> subprocess.Popen:
-    import httpx
-
     command = [sys.executable, "-m", "eclip.cli", "serve", "--model", str(model), "--index", str(emb_dir),
                "--port", str(port), "--workers", str(workers), "--threads", str(threads),
                "--query-encoder", query_encoder] + (["--data", str(data)] if data else [])
     process = subprocess.Popen(command, cwd=REPO, start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    for _ in range(600):
-        if process.poll() is not None:
-            raise SystemExit(f"eclip serve exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGTERM)
-    raise SystemExit("eclip serve did not become ready")
+    try:
+        wait_until_ready(port, process, timeout_s=300)
+    except EclipError as error:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        raise SystemExit(str(error)) from error
+    return process
 
 
 def _rss_kb(pid: int) -> int:

@@ -318,3 +318,24 @@ def serve(run_dir: Path, emb_dir: Path, data_dir: Path | None, config: ServeConf
                                                    "data_dir": str(data_dir) if data_dir else None,
                                                    "config": config.to_dict()})
     uvicorn.run("eclip.serve.app:app_from_environment", factory=True, workers=config.workers, **options)
+
+
+def wait_until_ready(port: int, process, timeout_s: float = 60.0, host: str = "127.0.0.1") -> None:
+    """Poll http://HOST:PORT/readyz until it answers 200 (a started `eclip serve` child `process` loads its model
+    and index first); EclipError when the process exits or `timeout_s` passes."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EclipError(f"eclip serve exited with {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass  # not listening yet, or 503 while loading
+        time.sleep(0.2)
+    raise EclipError(f"eclip serve did not become ready in {timeout_s:g} s")

@@ -7,12 +7,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from eclip.errors import EclipError
+from eclip.serve.app import wait_until_ready
 from eclip.train.config import Config, ModelConfig, TextConfig, TrainConfig, VisionConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,15 +52,9 @@ def start_server(run_dir: Path, emb_dir: Path, data_dir: Path, port: int, *extra
     process = subprocess.Popen([sys.executable, "-m", "eclip.cli", "serve", "--model", str(run_dir), "--index", str(emb_dir),
                                 "--data", str(data_dir), "--port", str(port), *extra],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"eclip serve exited with {process.returncode}: {process.stdout.read().decode()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError("eclip serve did not become ready in 60 s")
+    try:
+        wait_until_ready(port, process, timeout_s=60)
+    except EclipError as error:
+        process.kill()
+        raise AssertionError(f"{error}: {process.communicate()[0].decode()}") from error
+    return process
