@@ -26,7 +26,8 @@ TOKENIZER_FILE = "tokenizer.json"
 TEXT_CONFIG_FILE = "text_config.json"
 
 __all__ = ["DualEncoder", "ModelConfig", "TextConfig", "TextProcessor", "VisionConfig", "VisionTransformer",
-           "build_model", "embed_images", "embed_texts", "image_pixels", "load_model", "save_model", "tokenize"]
+           "build_model", "embed_images", "embed_texts", "image_pixels", "load_model", "output_signature", "save_model",
+           "tokenize"]
 
 
 def build_model(config: ModelConfig, titles=None) -> tuple[DualEncoder, dict]:
@@ -80,10 +81,27 @@ def embed_images(model: DualEncoder, images, batch_size: int = 256) -> np.ndarra
 
 
 @torch.no_grad()
-def embed_texts(model: DualEncoder, titles, batch_size: int = 256) -> np.ndarray:
+def embed_texts(model: DualEncoder, titles, batch_size: int = 256, on_batch=None) -> np.ndarray:
+    """Titles -> (N, D) unit rows in input order. They go through the tower in length order, so that a batch
+    carries little padding; `on_batch(n)` is called after each batch of n (a progress bar's advance)."""
     titles = [str(title) for title in titles]
-    chunks = []
-    for i in range(0, len(titles), batch_size):
-        input_ids, attention_mask = tokenize(model, titles[i:i + batch_size])
-        chunks.append(model.encode_text(input_ids.to(_device(model)), attention_mask.to(_device(model))).float().cpu())
-    return torch.cat(chunks).numpy() if chunks else np.zeros((0, model.config.embed_dim), np.float32)
+    vectors = np.zeros((len(titles), model.config.embed_dim), np.float32)
+    order = np.argsort([len(title) for title in titles], kind="stable")
+    for start in range(0, len(titles), batch_size):
+        rows = order[start:start + batch_size]
+        input_ids, attention_mask = tokenize(model, [titles[i] for i in rows])
+        vectors[rows] = model.encode_text(input_ids.to(_device(model)), attention_mask.to(_device(model))).float().cpu()
+        if on_batch is not None:
+            on_batch(len(rows))
+    return vectors
+
+
+def output_signature(run_dir, data_dir, options: dict) -> dict:
+    """What an output made from RUN_DIR's weights and a DATA_DIR depends on: one whose recorded signature equals
+    a fresh one is up to date (embeddings, eval reports, query encoders)."""
+    from eclip.data.store import check_complete
+
+    weights = Path(run_dir) / MODEL_FILE
+    stat = weights.stat() if weights.is_file() else None
+    return {"model": str(Path(run_dir).resolve()), "weights": [stat.st_size, stat.st_mtime_ns] if stat else None,
+            "data": str(Path(data_dir).resolve()), "data_report": check_complete(data_dir), "options": options}

@@ -61,21 +61,18 @@ def fuse(image: np.ndarray, text: np.ndarray) -> np.ndarray:
 
 def embed_products(model, titles: list[str], thumbnails: pa.Array, batch_size: int,
                    description: str = "embed") -> dict[str, np.ndarray]:
-    """Titles and JPEG thumbnails of N products -> {image, text, fused}: (N, D) float32 unit rows.
-    Titles go in length order so that batches carry little padding."""
+    """Titles and JPEG thumbnails of N products -> {image, text, fused}: (N, D) float32 unit rows."""
     from eclip.models import embed_images, embed_texts
 
     count = len(titles)
-    dim = model.config.embed_dim
-    image, text = np.zeros((count, dim), np.float32), np.zeros((count, dim), np.float32)
-    order = np.argsort([len(title) for title in titles], kind="stable")
-    with progress_bar(description, count) as advance:
+    image = np.zeros((count, model.config.embed_dim), np.float32)
+    with progress_bar(f"{description}: images", count) as advance:
         for start in range(0, count, batch_size):
             rows = np.arange(start, min(start + batch_size, count))
             image[rows] = embed_images(model, thumbnails.take(pa.array(rows)).to_pylist(), batch_size)
-            by_length = order[rows]
-            text[by_length] = embed_texts(model, [titles[i] for i in by_length], batch_size)
             advance(len(rows))
+    with progress_bar(f"{description}: titles", count) as advance:
+        text = embed_texts(model, titles, batch_size, on_batch=advance)
     return {"image": image, "text": text, "fused": fuse(image, text)}
 
 
@@ -158,17 +155,10 @@ def read_embeddings(emb_dir: Path, columns: list[str] | None = None) -> tuple[pa
     return table.drop_columns(list(vectors)), vectors
 
 
-def _signature(run_dir: Path, data_dir: Path, options: dict) -> dict:
-    weights = Path(run_dir) / "model.safetensors"
-    stat = weights.stat()
-    return {"model": str(Path(run_dir).resolve()), "weights": [stat.st_size, stat.st_mtime_ns],
-            "data": str(Path(data_dir).resolve()), "data_report": check_complete(data_dir), "options": options}
-
-
 def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str = "auto", index_view: str = "fused",
                   batch_size: int = 256, force: bool = False) -> dict:
     """`eclip embed`: vectors of every product + a FAISS index -> meta.json's content (reused when unchanged)."""
-    from eclip.models import load_model
+    from eclip.models import load_model, output_signature
 
     run_dir, data_dir, emb_dir = Path(run_dir), Path(data_dir), Path(emb_dir)
     if index_view not in VIEWS:
@@ -177,7 +167,7 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str 
         raise EclipError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)}")
     check_complete(data_dir)
     model, _, _ = load_model(run_dir)
-    signature = _signature(run_dir, data_dir, {"index": index_type, "index_vectors": index_view})
+    signature = output_signature(run_dir, data_dir, {"index": index_type, "index_vectors": index_view})
     if (emb_dir / META_FILE).is_file() and not force:
         meta = json.loads((emb_dir / META_FILE).read_text())
         if meta.get("signature") == signature:

@@ -301,13 +301,6 @@ TASK_RUNNERS = {"retrieval": run_retrieval, "category": run_category, "attribute
 
 
 # ---------------------------------------------------------------- the run
-def _signature(run_dir: Path, data_dir: Path, config: EvalConfig) -> dict:
-    weights = Path(run_dir) / "model.safetensors"
-    stat = weights.stat() if weights.is_file() else None
-    return {"model": str(Path(run_dir).resolve()), "weights": [stat.st_size, stat.st_mtime_ns] if stat else None,
-            "data": str(Path(data_dir).resolve()), "data_report": check_complete(data_dir), "config": to_dict(config)}
-
-
 def _model_summary(run_dir: Path, config) -> dict:
     saved = json.loads((Path(run_dir) / "config.json").read_text())
     metrics = Path(run_dir) / "metrics.jsonl"
@@ -335,13 +328,13 @@ def _versions() -> dict:
 
 def evaluate(run_dir: Path, data_dir: Path, out: Path, config: EvalConfig, force: bool = False) -> dict:
     """Score the model of RUN_DIR and the baselines on DATA_DIR -> the report (also written to OUT)."""
-    from eclip.models import load_model
+    from eclip.models import load_model, output_signature
     from eclip.tasks.baselines import hash_representation, tfidf_representation, untrained_representation
     from eclip.tasks.report import REPORT_FILE, write_report
 
     run_dir, data_dir, out = Path(run_dir), Path(data_dir), Path(out)
     config.validate()
-    signature = _signature(run_dir, data_dir, config)
+    signature = output_signature(run_dir, data_dir, to_dict(config))
     if (out / REPORT_FILE).is_file() and not force:
         previous = json.loads((out / REPORT_FILE).read_text())
         if previous.get("signature") == signature:

@@ -70,26 +70,12 @@ def _strings(products: list[dict], attribute_columns: list[str], config: Distill
     return titles, list(dict.fromkeys(queries))
 
 
-def _teacher_vectors(model, strings: list[str], description: str, batch_size: int = 256) -> np.ndarray:
-    """The full text tower's unit vectors (N, D), strings embedded in length order (little padding)."""
+def _teacher_vectors(model, strings: list[str], description: str) -> np.ndarray:
+    """The full text tower's unit vectors (N, D), with a progress bar."""
     from eclip.models import embed_texts
 
-    vectors = np.zeros((len(strings), model.config.embed_dim), np.float32)
-    order = np.argsort([len(text) for text in strings], kind="stable")
     with progress_bar(description, len(strings)) as advance:
-        for start in range(0, len(strings), batch_size):
-            rows = order[start:start + batch_size]
-            vectors[rows] = embed_texts(model, [strings[i] for i in rows], batch_size)
-            advance(len(rows))
-    return vectors
-
-
-def _signature(run_dir: Path, data_dir: Path, config: DistillConfig) -> dict:
-    from eclip.data.store import check_complete
-
-    stat = (run_dir / "model.safetensors").stat()
-    return {"model": str(run_dir.resolve()), "weights": [stat.st_size, stat.st_mtime_ns],
-            "data": str(data_dir.resolve()), "data_report": check_complete(data_dir), "options": asdict(config)}
+        return embed_texts(model, strings, on_batch=advance)
 
 
 def _ms_per_query(embed, queries: list[str]) -> float:
@@ -109,13 +95,13 @@ def _ms_per_query(embed, queries: list[str]) -> float:
 def distill(run_dir: Path, data_dir: Path, config: DistillConfig | None = None, force: bool = False) -> dict:
     """Train RUN_DIR's query encoder on DATA_DIR -> its report (also in RUN_DIR/query_encoder.json).
     An encoder distilled from the same weights, data and options is reused unless `force`."""
-    from eclip.models import load_model
+    from eclip.models import load_model, output_signature
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     config = config or DistillConfig()
     config.validate()
     model, processor, _ = load_model(run_dir)
-    signature = _signature(run_dir, data_dir, config)
+    signature = output_signature(run_dir, data_dir, asdict(config))
     existing = query_encoder_report(run_dir)
     if existing is not None and existing.get("signature") == signature and not force:
         return {**existing, "reused": True}
