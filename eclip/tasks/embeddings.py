@@ -85,7 +85,22 @@ def tower_representation(name: str, model, titles: dict[str, list[str]], thumbna
              for split in titles}
     return Representation(name, views, primary="fused", tasks=frozenset({"retrieval", "category", "attributes",
                                                                          "matching", "clustering", "adult"}),
-                          encode_text=lambda prompts: embed_texts(model, prompts, batch_size), every_view=every_view)
+                          encode_text=_remembered(lambda prompts: embed_texts(model, prompts, batch_size)),
+                          every_view=every_view)
+
+
+def _remembered(encode_text: Callable) -> Callable:
+    """`encode_text` that embeds each distinct text once per run: the tasks ask again for the same class
+    prompts (choosing the zero-shot view on val, then scoring on test; the same leaf names at every level)."""
+    known: dict[str, np.ndarray] = {}
+
+    def encode(texts: list[str]) -> np.ndarray:
+        new = [text for text in dict.fromkeys(texts) if text not in known]
+        if new:
+            known.update(zip(new, encode_text(new)))
+        return np.stack([known[text] for text in texts]) if texts else encode_text([])
+
+    return encode
 
 
 # ---------------------------------------------------------------- FAISS index

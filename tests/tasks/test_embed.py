@@ -110,3 +110,19 @@ def test_bad_input_is_one_line(emb_dir, run_dir, prepared_fashion, tmp_path, cap
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1, (argv, error)
     assert (occupied / "notes.txt").read_text() == "mine"
+
+
+def test_each_prompt_is_embedded_once_per_run():
+    from eclip.tasks.embeddings import _remembered
+
+    asked = []
+
+    def encode(texts):
+        asked.append(list(texts))
+        return np.array([[len(text), ord(text[0])] for text in texts], dtype=np.float32).reshape(len(texts), 2)
+
+    remembered = _remembered(encode)
+    assert remembered(["a photo of a shirt", "shirt", "a photo of a shirt"]).tolist() == [[18, 97], [5, 115], [18, 97]]
+    assert remembered(["shirt", "watch"]).tolist() == [[5, 115], [5, 119]]
+    assert remembered([]).shape == (0, 2)
+    assert asked == [["a photo of a shirt", "shirt"], ["watch"], []]
