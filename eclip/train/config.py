@@ -214,11 +214,10 @@ def add_override_arguments(parser: argparse.ArgumentParser, defaults=None,
 
 
 def apply_overrides(config, args: argparse.Namespace):
-    """Set every field of dataclass `config` that was given on the command line; validate when it can."""
+    """Set every field of dataclass `config` that was given on the command line, then validate it."""
     for path, f, _ in _leaf_fields(type(config)):
         value = getattr(args, f"override_{_option(path, f.name)}", None)
         if value is not None:
             setattr(_section(config, path), f.name, value)
-    if hasattr(config, "validate"):
-        config.validate()
+    config.validate()
     return config

@@ -100,11 +100,11 @@ def distill(run_dir: Path, data_dir: Path, config: DistillConfig | None = None, 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     config = config or DistillConfig()
     config.validate()
-    model, processor, _ = load_model(run_dir)
     signature = output_signature(run_dir, data_dir, asdict(config))
     existing = query_encoder_report(run_dir)
     if existing is not None and existing.get("signature") == signature and not force:
         return {**existing, "reused": True}
+    model, processor, _ = load_model(run_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
     started = time.perf_counter()
