@@ -44,6 +44,30 @@ def test_padding_does_not_change_a_title_embedding(pooling):
     assert torch.allclose(encoder(input_ids, attention_mask)[:1], alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_length_buckets_give_the_one_pass_embeddings_and_gradients(pooling):
+    encoder, processor = scratch_tower(pooling)
+    # 96 titles of 1 to 8 words in shuffled order: three buckets, each cut to its own longest title.
+    words = "navy blue slim fit cotton shirt for men with a button down collar".split()
+    titles = [" ".join(words[:1 + (3 * i) % 8]) for i in range(96)]
+    input_ids, attention_mask = processor(titles)
+    assert attention_mask.sum() < 0.75 * attention_mask.numel()  # much padding in one pass
+    weights = torch.randn(len(titles), encoder.width, generator=torch.Generator().manual_seed(0))
+
+    def embeddings_and_gradients(encode):
+        encoder.zero_grad()
+        embeddings = encode(input_ids, attention_mask)
+        (embeddings * weights).sum().backward()
+        return embeddings.detach(), [p.grad.clone() for p in encoder.parameters() if p.grad is not None]
+
+    bucketed, bucketed_grads = embeddings_and_gradients(encoder)
+    one_pass, one_pass_grads = embeddings_and_gradients(encoder._encode)
+    assert torch.allclose(bucketed, one_pass, atol=1e-5)
+    assert len(bucketed_grads) == len(one_pass_grads) > 0
+    for got, expected in zip(bucketed_grads, one_pass_grads):
+        assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+
+
 def test_mean_pooling_averages_the_real_tokens_and_cls_reads_the_first():
     encoder, processor = scratch_tower("mean")
     input_ids, attention_mask = processor(TITLES[:3])
