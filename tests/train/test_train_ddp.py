@@ -46,6 +46,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                                  no_sync=network.no_sync)
             if rank == 0:
                 torch.save(gradients(model), f"{out}-{index}.pt")
+        # Neither rank tears gloo down while the other still uses it: an early teardown aborted a rank now and
+        # then ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
