@@ -193,10 +193,9 @@ class TextEncoder(nn.Module):
         (fashion-dev: 10 tokens on average, 30 at most), so a batch padded to its longest title is mostly
         padding, and a token the tower never sees costs nothing. Right padding only; otherwise one pass."""
         rows = input_ids.shape[0]
-        lengths = attention_mask.sum(dim=1)  # (B,)
-        right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
-        if rows < 2 * MIN_BUCKET_ROWS or not right_padded:
+        if rows < 2 * MIN_BUCKET_ROWS or not bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):
             return self._encode(input_ids, attention_mask)
+        lengths = attention_mask.sum(dim=1)  # (B,)
         # At most MAX_BUCKETS buckets of at least MIN_BUCKET_ROWS rows: matrix products stay large enough to run
         # at full speed.
         order = torch.argsort(lengths, stable=True)  # (B,)

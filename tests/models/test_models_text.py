@@ -68,6 +68,18 @@ def test_length_buckets_give_the_one_pass_embeddings_and_gradients(pooling):
         assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_left_padded_rows_are_encoded_in_one_pass_never_cut():
+    encoder, processor = scratch_tower("mean")
+    titles = ["navy shirt", "navy blue slim fit cotton shirt for men"] * 40
+    input_ids, attention_mask = processor(titles)
+    shift = (attention_mask == 0).sum(dim=1, keepdim=True)  # move each row's padding to its left
+    columns = (torch.arange(input_ids.shape[1]) - shift) % input_ids.shape[1]
+    left_ids, left_mask = input_ids.gather(1, columns), attention_mask.gather(1, columns)
+    assert left_mask[0, 0] == 0 and left_mask[0, -1] == 1
+    with torch.no_grad():
+        assert torch.allclose(encoder(left_ids, left_mask), encoder._encode(left_ids, left_mask), atol=1e-6)
+
+
 def test_mean_pooling_averages_the_real_tokens_and_cls_reads_the_first():
     encoder, processor = scratch_tower("mean")
     input_ids, attention_mask = processor(TITLES[:3])
