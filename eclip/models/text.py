@@ -191,17 +191,16 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rows are encoded in length buckets, each cut to its own longest title: catalogue titles are short
         (fashion-dev: 10 tokens on average, 30 at most), so a batch padded to its longest title is mostly
-        padding, and a token the tower never sees costs nothing. Right padding only; otherwise one pass."""
+        padding, and a token the tower never sees costs nothing. Up to MAX_BUCKETS buckets of at least
+        MIN_BUCKET_ROWS rows, so that matrix products stay large enough to run at full speed (a small batch is
+        one bucket). Right padding only; any other mask goes through in one uncut pass."""
         rows = input_ids.shape[0]
-        if rows < 2 * MIN_BUCKET_ROWS or not bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):
+        if not rows or not bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):
             return self._encode(input_ids, attention_mask)
         lengths = attention_mask.sum(dim=1)  # (B,)
-        # At most MAX_BUCKETS buckets of at least MIN_BUCKET_ROWS rows: matrix products stay large enough to run
-        # at full speed.
         order = torch.argsort(lengths, stable=True)  # (B,)
-        bucket_rows = max(MIN_BUCKET_ROWS, -(-rows // MAX_BUCKETS))
         pooled = []
-        for bucket in order.split(bucket_rows):
+        for bucket in order.tensor_split(max(1, min(MAX_BUCKETS, rows // MIN_BUCKET_ROWS))):
             longest = max(int(lengths[bucket].max()), 1)
             pooled.append(self._encode(input_ids[bucket, :longest], attention_mask[bucket, :longest]))
         return torch.cat(pooled)[torch.argsort(order)]  # (B, W) back in the input order

@@ -70,15 +70,9 @@ def parameter_groups(model: DualEncoder, config: Config) -> list[dict]:
 
 
 def _split(batch: dict[str, torch.Tensor], size: int) -> list[dict[str, torch.Tensor]]:
-    """Micro-batches of `size` rows, each with its token ids trimmed to its own longest title."""
-    micro_batches = []
-    for start in range(0, len(batch["pixels"]), size):
-        micro = {key: value[start:start + size] for key, value in batch.items()}
-        if "attention_mask" in micro:
-            length = int(micro["attention_mask"].sum(dim=1).max())
-            micro["input_ids"], micro["attention_mask"] = micro["input_ids"][:, :length], micro["attention_mask"][:, :length]
-        micro_batches.append(micro)
-    return micro_batches
+    """Micro-batches of `size` rows (the text tower cuts away their padding itself)."""
+    return [{key: value[start:start + size] for key, value in batch.items()}
+            for start in range(0, len(batch["pixels"]), size)]
 
 
 def _restore_model(run_dir: Path, config: Config) -> DualEncoder:
