@@ -85,3 +85,18 @@ def test_config_from_toml_and_overrides(tmp_path):
             RecConfig.from_toml(path)
     with pytest.raises(EclipError, match="--set 'epochs=3'"):
         config.override(["epochs=3"])
+
+
+def test_every_sweep_variant_is_a_valid_override():
+    """bench/rec_sweep.py's variants are --set overrides of configs/rec-beauty.toml: a typo would cost a GPU lease."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("rec_sweep", root / "bench" / "rec_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    base = RecConfig.from_toml(root / "configs" / "rec-beauty.toml")
+    for name, overrides in sweep.VARIANTS.items():
+        config = base.override(sweep.SWEPT_FROM + overrides)
+        assert config.model.causal == name.startswith("sasrec"), name
