@@ -28,7 +28,8 @@ class ModelConfig:
     attention_dropout: float = 0.3
     causal: bool = False         # False: BERT4Rec (bidirectional, Cloze); True: SASRec-style (causal, next item)
     id_dropout: float = 0.0      # with content features: share of items whose ID part is dropped per training step
-    embedding_norm: bool = False
+    embedding_norm: bool = False  # BERT's LayerNorm over item + position embeddings: a large gain on Amazon Beauty
+                                  # (configs/rec-beauty.toml), a loss in short runs on small data (docs/recommendation.md)
 
     def to_dict(self) -> dict:
         return asdict(self)
