@@ -1,7 +1,7 @@
 """Recommendation benchmark, run by hand (wrap it in the shared CPU lock on a shared machine):
 
     flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part beauty   # ~35 min: 20 + 10 min training + eval
-    flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part cold     # ~10 min
+    flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part cold     # ~3 min
 
 beauty: BERT4Rec and SASRec (the same model with a causal mask) trained on Amazon Beauty with
 configs/rec-beauty.toml (20 minutes of training each), scored with the most-popular baseline
