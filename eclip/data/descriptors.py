@@ -23,7 +23,8 @@ class ImageDescriptor(Protocol):
 
 
 class FixedDescriptor:
-    """Content-cropped 8x8 colour layout: no training, about 0.1 ms an image."""
+    """Content-cropped 8x8 colour layout + low DCT frequencies: no training, 5-7 ms a 224 px image on one core
+    (finding the content box is most of it)."""
 
     dim = DESCRIPTOR_DIM
 
