@@ -39,11 +39,14 @@ FASHION = REPO.parent / "shared" / "data" / "fashion-dev" / "catalog.csv"
 RESULTS = REPO / "bench" / "results"
 
 
-def train_or_resume(run_dir: Path, sequences: Path, config: RecConfig, features: Path | None = None) -> dict:
+def train_or_resume(run_dir: Path, sequences: Path, config: RecConfig, features: Path | None = None,
+                    device: str = "cpu") -> dict:
+    """Train `run_dir`, or continue it where an earlier (interrupted) run stopped; the summary and the per-epoch
+    history."""
     resume = (run_dir / "last_state.pt").is_file()
-    summary = train(run_dir, sequences, config, features, resume=resume)
+    summary = train(run_dir, sequences, config, features, resume=resume, device=device)
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    return {**summary, "epochs_run": len(history), "run": str(run_dir)}
+    return {**summary, "epochs_run": len(history), "run": str(run_dir), "history": history}
 
 
 def beauty(runs: Path) -> dict:

@@ -59,20 +59,19 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
+    from rec import train_or_resume  # bench/rec.py, beside this file
+
     from eclip.rec.evaluate import evaluate
-    from eclip.rec.train import RecConfig, load_run, train
+    from eclip.rec.train import RecConfig, load_run
 
     torch.set_num_threads(args.threads)
     config = RecConfig.from_toml(REPO / "configs" / "rec-beauty.toml").override(
         SWEPT_FROM + VARIANTS[name] + [f"train.time_limit_minutes={args.minutes}", "train.patience=1000"])
-    run_dir = args.runs / name
-    resume = (run_dir / "last_state.pt").is_file()
-    summary = train(run_dir, args.sequences, config, resume=resume, device=args.device)
-    run = load_run(run_dir, args.sequences)
-    model = run.model.to(args.device)
-    test = evaluate(model.score, run.data.split.test)["full"]
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    return {"name": name, "overrides": VARIANTS[name], "test": test, **summary,
+    trained = train_or_resume(args.runs / name, args.sequences, config, device=args.device)
+    history = trained.pop("history")
+    run = load_run(args.runs / name, args.sequences)
+    test = evaluate(run.model.to(args.device).score, run.data.split.test)["full"]
+    return {"name": name, "overrides": VARIANTS[name], "test": test, **trained,
             "epochs_asked": config.train.epochs,
             "val_ndcg10": [round(h["val"]["NDCG@10"], 5) for h in history],
             "val_hr20": [round(h["val"]["HR@20"], 5) for h in history],
