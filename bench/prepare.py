@@ -5,11 +5,12 @@ photo or title, so the source catalogue is first deduplicated by `prepare` and o
 accepted originals only; then every same-catalog pair is a true duplicate and every other pair is not.
 
 Measures, in one run on the same images:
-- the whole `eclip prepare` in products/s with 2 worker processes;
+- the whole `eclip prepare` in products/s with 2 worker processes, with and without its ORB verification;
 - the 29-digit hash per core (decode + hash), beside the `imagehash` library's pHash (decode + pHash);
 - duplicate detection against the offers' ground truth (same catalog_id = duplicate pair): precision and recall
   of each method alone (identical title, identical 29-digit hash, near-duplicate descriptor at several
-  thresholds, pHash at Hamming distance <= 8), and of their union as `prepare` applies it.
+  thresholds and with its first view only, the descriptor with `prepare`'s ORB verification of its uncertain
+  band, pHash at Hamming distance <= 8), and of their union as `prepare` applies it.
 
 Writes bench/results/prepare.json and prints a markdown table.
 Usage: .venv/bin/python bench/prepare.py [--limit N] [--threshold T]
@@ -38,6 +39,7 @@ from eclip.data.images import ImageLimits, decode_image, image_hash, near_duplic
 from eclip.data.offers import make_offers  # noqa: E402
 from eclip.data.prepare import prepare  # noqa: E402
 from eclip.data.text import normalize_title  # noqa: E402
+from eclip.data.verify import verify_pairs  # noqa: E402
 
 FASHION = REPO.parent / "shared" / "data" / "fashion-dev"
 RESULTS = REPO / "bench" / "results"
@@ -143,6 +145,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="use the first N fashion-dev products (default all)")
     parser.add_argument("--per-product", type=int, default=3)
     parser.add_argument("--threshold", type=float, default=PrepareConfig().near_duplicate_threshold)
+    parser.add_argument("--verify-threshold", type=float, default=PrepareConfig().near_duplicate_verify_threshold)
     args = parser.parse_args()
     if not (FASHION / "catalog.csv").is_file():
         sys.exit(f"needs {FASHION}")
@@ -154,10 +157,14 @@ def main() -> None:
     paths = [str(offers / r["image"]) for r in rows]
     print(f"{len(rows)} offers of {len(set(r['catalog_id'] for r in rows))} source-distinct products")
 
-    # 1. the whole prepare, 2 workers
+    # 1. the whole prepare, 2 workers; and without the ORB verification, to show its cost in the same run
     start = time.perf_counter()
     report = prepare(offers / "catalog.csv", work / "prepared", config=PrepareConfig(workers=2), force=True)
     prepare_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    prepare(offers / "catalog.csv", work / "prepared-unverified",
+            config=PrepareConfig(workers=2, near_duplicate_verify_threshold=0), force=True)
+    unverified_seconds = time.perf_counter() - start
 
     # 2. per-core hash speed, same images
     speed = per_core_speed([Path(p) for p in paths[:2000]])
@@ -175,23 +182,36 @@ def main() -> None:
     methods = {"title (identical normalized)": title, "hash29 (identical)": hashed}
     sweep = {}
     near_default = None
-    for threshold in sorted({0.85, 0.88, 0.9, 0.92, 0.93, 0.95, 0.96, 0.97, args.threshold}):
-        left, right = near_duplicate_pairs(descriptors, threshold)
+    for threshold in sorted({0.85, 0.9, 0.93, 0.95, 0.96, 0.965, 0.97, args.threshold}):
+        left, right, _ = near_duplicate_pairs(descriptors, threshold)
         near = set(zip(left.tolist(), right.tolist()))
         sweep[threshold] = score(near, truth)
         if threshold == args.threshold:
             near_default = near
     methods[f"descriptor (cosine >= {args.threshold})"] = near_default
+    faint_only = near_duplicate_pairs(descriptors[:, :1], args.threshold)  # the one-box descriptor of before
+    methods[f"descriptor, faint box only (cosine >= {args.threshold})"] = set(zip(*[a.tolist() for a in faint_only[:2]]))
+    # as prepare applies it: pairs from the verification threshold up to the threshold need ORB's confirmation
+    left, right, similarity = near_duplicate_pairs(descriptors, args.verify_threshold)
+    uncertain = np.flatnonzero(similarity < args.threshold)
+    start = time.perf_counter()
+    confirmed = verify_pairs(left[uncertain], right[uncertain], lambda keys: {k: Path(paths[k]).read_bytes() for k in keys}, 2)
+    verify_seconds = time.perf_counter() - start
+    verified = near_default | set(zip(left[uncertain[confirmed]].tolist(), right[uncertain[confirmed]].tolist()))
+    methods[f"descriptor + verified {args.verify_threshold}..{args.threshold}"] = verified
     methods[f"imagehash pHash (distance <= {PHASH_DISTANCE})"] = phash_pairs(phashes, PHASH_DISTANCE)
-    methods["combined: title | hash29 | descriptor"] = title | hashed | near_default
-    methods["combined images: hash29 | descriptor"] = hashed | near_default
+    methods["combined: title | hash29 | descriptor + verified"] = title | hashed | verified
+    methods["combined images: hash29 | descriptor + verified"] = hashed | verified
     quality = {name: score(pairs, truth) for name, pairs in methods.items()}
 
     result = {
         "offers": len(rows), "products": len(set(r["catalog_id"] for r in rows)), "cores": os.cpu_count(),
         "prepare": {"seconds": round(prepare_seconds, 2), "products_per_s": round(len(rows) / prepare_seconds, 1),
+                    "unverified_products_per_s": round(len(rows) / unverified_seconds, 1),
                     "accepted": report["accepted"], "rejected": report["rejected"]},
         "per_core_images_per_s": speed, "true_pairs": len(truth), "dedup": quality,
+        "verification": {"uncertain_pairs": len(uncertain), "confirmed": int(confirmed.sum()),
+                         "seconds_2_workers": round(verify_seconds, 2)},
         "descriptor_threshold_sweep": {str(k): v for k, v in sweep.items()},
         "targets": {"hash29_per_core": 1500, "prepare_products_per_s_2_cores": 300,
                     "combined_recall": 0.95, "combined_precision": 0.99, "hash29_faster_than_phash": True},
@@ -200,10 +220,14 @@ def main() -> None:
     (RESULTS / "prepare.json").write_text(json.dumps(result, indent=2))
     lines = ["| measure | value | target |", "| --- | --- | --- |",
              f"| prepare, 2 workers | {result['prepare']['products_per_s']} products/s | >= 300 |",
+             f"| prepare without ORB verification, 2 workers | {result['prepare']['unverified_products_per_s']} products/s | |",
              f"| 29-digit hash, 1 core (decode + hash) | {speed['hash29']} images/s | >= 1500 |",
              f"| imagehash pHash, 1 core (decode + pHash) | {speed['imagehash_phash']} images/s | hash29 faster: x{speed['hash29_over_phash']} |",
              "", "| dedup method | predicted pairs | precision | recall |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {q['pairs']} | {q['precision']} | {q['recall']} |" for name, q in quality.items()]
+    check = result["verification"]
+    lines += ["", f"ORB verification: {check['confirmed']} of {check['uncertain_pairs']} uncertain pairs confirmed in "
+              f"{check['seconds_2_workers']} s on 2 workers"]
     lines += ["", "| descriptor threshold | pairs | precision | recall |", "| --- | --- | --- | --- |"]
     lines += [f"| {t} | {q['pairs']} | {q['precision']} | {q['recall']} |" for t, q in sweep.items()]
     table = "\n".join(lines)

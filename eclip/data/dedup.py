@@ -20,30 +20,43 @@ import numpy as np
 METHOD_ORDER = ("title", "image_hash", "image_embedding")
 
 
-def near_duplicate_pairs(vectors: np.ndarray, threshold: float, chunk: int = 4096, progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (i, j), i < j, with cosine >= threshold between unit rows of `vectors` (N, D)."""
+def near_duplicate_pairs(vectors: np.ndarray, threshold: float, chunk: int = 4096,
+                         progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs (i, j), i < j, where some view of row i and some view of row j have cosine >= threshold,
+    with that best cosine: (left, right, similarity).
+
+    vectors: (N, D) unit rows, or (N, V, D) with V views per row (a descriptor of several content boxes)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = vectors.shape
+    n = len(vectors)
+    views = vectors.shape[1] if vectors.ndim == 3 else 1
+    flat = vectors.reshape(n * views, -1)  # (N*V, D); row r belongs to r // V
+    dim = flat.shape[1]
     if n < 2:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    if n <= 200_000:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    if len(flat) <= 200_000:
         index = faiss.IndexFlatIP(dim)
     else:  # approximate beyond this size: exact search is quadratic
-        nlist = int(4 * np.sqrt(n))
+        nlist = int(4 * np.sqrt(len(flat)))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors[np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)])
+        index.train(flat[np.random.default_rng(0).choice(len(flat), min(len(flat), 64 * nlist), replace=False)])
         index.nprobe = 16
-    index.add(vectors)
-    left, right = [], []
+    index.add(flat)
+    pair_keys, similarities = [], []
     for start in range(0, n, chunk):
-        lims, _, neighbours = index.range_search(vectors[start:start + chunk], threshold)
-        queries = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims).astype(np.int64))
-        earlier = neighbours < queries
-        left.append(neighbours[earlier])
-        right.append(queries[earlier])
+        stop = min(n, start + chunk)
+        lims, cosines, neighbours = index.range_search(flat[start * views:stop * views], threshold)
+        queries = np.repeat(np.arange(start * views, stop * views), np.diff(lims).astype(np.int64)) // views
+        neighbours = neighbours // views
+        earlier = neighbours < queries  # each pair once, never a row with itself
+        pair_keys.append(neighbours[earlier] * n + queries[earlier])
+        similarities.append(cosines[earlier])
         if progress:
-            progress(len(lims) - 1)
-    return np.concatenate(left).astype(np.int64), np.concatenate(right).astype(np.int64)
+            progress(stop - start)
+    keys, similarity = np.concatenate(pair_keys).astype(np.int64), np.concatenate(similarities)
+    order = np.lexsort((-similarity, keys))  # by pair, best view match first
+    keys, similarity = keys[order], similarity[order]
+    first = np.r_[True, keys[1:] != keys[:-1]]  # a pair found through several views counts once, at its best
+    return keys[first] // n, keys[first] % n, similarity[first].astype(np.float32)
 
 
 @dataclass

@@ -82,10 +82,10 @@ def inspect_batch(batch: pa.RecordBatch, root: Path, config: PrepareConfig,
                 rejection = (error.reason, error.detail)
         if rejection is not None:
             reasons[i], details[i] = rejection
-    vectors = np.zeros((n, descriptor.dim), dtype=np.float32)  # (n, D); rejected rows stay zero
+    vectors = np.zeros((n, descriptor.views, descriptor.dim), dtype=np.float32)  # (n, V, D); rejected rows stay zero
     if decoded:
         vectors[decoded_at] = descriptor(decoded)
-    descriptor_type = pa.list_(pa.float32(), descriptor.dim)
+    view_type = pa.list_(pa.float32(), descriptor.dim)
     columns = {
         "title_norm": pa.array(title_norm, pa.string()),
         "price_value": pa.array(prices, pa.float64()),
@@ -93,7 +93,9 @@ def inspect_batch(batch: pa.RecordBatch, root: Path, config: PrepareConfig,
         "height": pa.array(height, pa.int32()),
         "image_hash": pa.array(hashes, pa.string()),
         "thumbnail": pa.array(thumbnails, pa.binary()),
-        "descriptor": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), type=descriptor_type),
+        "descriptor": pa.FixedSizeListArray.from_arrays(
+            pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), type=view_type),
+            type=pa.list_(view_type, descriptor.views)),
         "reject_reason": pa.array(reasons, pa.string()),
         "reject_detail": pa.array(details, pa.string()),
     }

@@ -30,6 +30,7 @@ from eclip.data.config import PrepareConfig
 from eclip.data.dedup import near_duplicate_pairs, resolve_duplicates
 from eclip.data.descriptors import make_descriptor
 from eclip.data.inspect import inspect_batch
+from eclip.data.verify import verify_pairs
 from eclip.errors import EclipError
 from eclip.progress import progress_bar
 
@@ -121,8 +122,17 @@ def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, l
     near = None
     if "image_embedding" in methods and len(rows) > 1:
         vectors = _descriptors_for(spool, rows)
+        lowest = min(config.near_duplicate_threshold, config.near_duplicate_verify_threshold or 1.0)
         with progress_bar("near-duplicate search", len(rows)) as advance:
-            near = near_duplicate_pairs(vectors, config.near_duplicate_threshold, progress=advance)
+            left, right, similarity = near_duplicate_pairs(vectors, lowest, progress=advance)
+        uncertain = np.flatnonzero(similarity < config.near_duplicate_threshold)
+        keep = similarity >= config.near_duplicate_threshold
+        if len(uncertain):
+            with progress_bar("verifying uncertain near-duplicates", len(uncertain)) as advance:
+                confirmed = verify_pairs(rows[left[uncertain]], rows[right[uncertain]],
+                                         lambda needed: _thumbnails_for(spool, needed), config.worker_count(), advance)
+            keep[uncertain[confirmed]] = True
+        near = (left[keep], right[keep])
     product_ids = table.column("product_id").to_pylist()
     outcome = resolve_duplicates(table.column("catalog_id").to_pylist(), product_ids, exact_keys, near,
                                  config.weak_catalogs)
@@ -139,15 +149,27 @@ def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, l
     return decisions, weak, group_rows
 
 
+def _thumbnails_for(spool: Path, rows: np.ndarray) -> dict[int, bytes]:
+    out = {}
+    for path in sorted(spool.glob("batch-*.parquet")):
+        table = pq.read_table(path, columns=["row", "thumbnail"])
+        keep = np.flatnonzero(np.isin(table.column("row").to_numpy(), rows))
+        if len(keep):
+            picked = table.take(keep)
+            out.update(zip(picked.column("row").to_pylist(), picked.column("thumbnail").to_pylist()))
+    return out
+
+
 def _descriptors_for(spool: Path, rows: np.ndarray) -> np.ndarray:
-    """(N, D) descriptors of `rows`, in the order of `rows` (which is ascending)."""
+    """(N, V, D) descriptors of `rows`, in the order of `rows` (which is ascending)."""
     parts = []
     for path in sorted(spool.glob("batch-*.parquet")):
         table = pq.read_table(path, columns=["row", "descriptor"])
         keep = np.isin(table.column("row").to_numpy(), rows)
         if keep.any():
-            flat = table.column("descriptor").combine_chunks().flatten().to_numpy()
-            parts.append(flat.reshape(table.num_rows, -1)[keep])
+            views = table.column("descriptor").combine_chunks()  # fixed-size lists of V views of D floats
+            flat = views.flatten().flatten().to_numpy()
+            parts.append(flat.reshape(table.num_rows, views.type.list_size, -1)[keep])
     return np.concatenate(parts)
 
 

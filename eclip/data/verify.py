@@ -1,0 +1,105 @@
+"""Geometric verification of near-duplicate candidates: is the second image the first one, edited?
+
+The fixed descriptor compares content boxes, so a crop that cuts into the product or a watermark beside it
+moves the box and lowers the similarity of two copies of one picture to that of two photos of similar products.
+For pairs in that uncertain band, ORB keypoints (Rublee et al. 2011) of both images are matched, a similarity
+transform (shift, scale, rotation: what crops, pads and resizes do) is fitted by RANSAC, and the first image is
+warped onto the second: copies give many inliers and the same pixels after alignment; two photos of similar
+products (one line in two colours, one studio set-up) give few inliers or different colours.
+"""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import cv2
+import numpy as np
+from PIL import Image
+
+VERIFY_SIDE = 128  # keypoints are found on a copy with this longest side
+KEYPOINTS = 150
+GOOD_MATCH_BITS = 48  # Hamming distance (of 256 bits) under which two ORB descriptors may be the same point
+
+cv2.setNumThreads(1)  # callers parallelize over pairs; OpenCV's own threads would only compete
+# Three pyramid levels (x1.2 each): both images are brought to one size first, so only what a crop or a pad
+# changes in scale remains; fewer levels are faster and confirm as many copies as eight.
+_orb = cv2.ORB_create(nfeatures=KEYPOINTS, fastThreshold=10, edgeThreshold=15, patchSize=15, nlevels=3)
+_matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+
+
+@dataclass
+class Keypoints:
+    pixels: np.ndarray  # (h, w, 3) uint8, longest side VERIFY_SIDE
+    points: np.ndarray  # (K, 2) float32, x y in `pixels`
+    descriptors: np.ndarray | None  # (K, 32) uint8 ORB descriptors, None when no keypoint was found
+
+
+def keypoints(image: Image.Image) -> Keypoints:
+    small = image.copy()
+    small.thumbnail((VERIFY_SIDE, VERIFY_SIDE), Image.Resampling.BILINEAR)
+    pixels = np.asarray(small.convert("RGB"))
+    found, descriptors = _orb.detectAndCompute(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), None)
+    return Keypoints(pixels, np.float32([k.pt for k in found]).reshape(-1, 2), descriptors)
+
+
+def same_picture(first: Keypoints, second: Keypoints, min_inliers: int = 30, max_difference: float = 16) -> bool:
+    """True when `second` is `first` cropped, padded, resized, bordered or watermarked: at least `min_inliers`
+    keypoint matches agree on one similarity transform, the transform maps at least 30% of `second` onto
+    `first`, and there 3 of 4 aligned pixels differ by at most `max_difference` grey levels in every channel."""
+    if first.descriptors is None or second.descriptors is None:
+        return False
+    matches = [m for m in _matcher.match(first.descriptors, second.descriptors) if m.distance <= GOOD_MATCH_BITS]
+    if len(matches) < min_inliers:  # cheap exit: most distinct pairs stop here, before RANSAC
+        return False
+    source = first.points[[m.queryIdx for m in matches]]
+    target = second.points[[m.trainIdx for m in matches]]
+    transform, inliers = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=2.0,
+                                                     maxIters=200)
+    if transform is None or int(inliers.sum()) < min_inliers:
+        return False
+    height, width = second.pixels.shape[:2]
+    warped = cv2.warpAffine(first.pixels, transform, (width, height), flags=cv2.INTER_LINEAR)
+    covered = cv2.warpAffine(np.full(first.pixels.shape[:2], 255, np.uint8), transform, (width, height)) == 255
+    if covered.sum() < 0.3 * height * width:
+        return False
+    difference = np.abs(warped.astype(np.int16) - second.pixels.astype(np.int16)).max(axis=2)[covered]  # (n,)
+    return float(np.percentile(difference, 75)) <= max_difference
+
+
+def confirm_pairs(images: dict[int, bytes], pairs: list[tuple[int, int]]) -> list[bool]:
+    """`same_picture` for each (a, b) of `pairs`, the images given as encoded bytes by key; each image's
+    keypoints are computed once."""
+    found: dict[int, Keypoints] = {}
+
+    def of(key: int) -> Keypoints:
+        if key not in found:
+            found[key] = keypoints(Image.open(io.BytesIO(images[key])).convert("RGB"))
+        return found[key]
+
+    return [same_picture(of(a), of(b)) for a, b in pairs]
+
+
+def verify_pairs(first: np.ndarray, second: np.ndarray, read_images, workers: int, progress=None,
+                 chunk: int = 512) -> np.ndarray:
+    """`same_picture` for pairs (first[k], second[k]) of image keys: (P,) bool. `read_images(keys)` returns
+    {key: encoded bytes}. Pairs go to `workers` processes in chunks sorted by their first key, each chunk with
+    the images it needs, so an image is decoded about once per chunk it appears in."""
+    order = np.argsort(first, kind="stable")
+    pairs = np.stack([first[order], second[order]], axis=1)  # (P, 2)
+    images = read_images(np.unique(pairs))
+    chunks = [pairs[start:start + chunk].tolist() for start in range(0, len(pairs), chunk)]
+    tasks = [({key: images[key] for pair in part for key in pair}, part) for part in chunks]
+    confirmed = []
+    with (ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) if workers > 1 and len(tasks) > 1
+          else nullcontext()) as pool:
+        for result in (pool.map if pool else map)(confirm_pairs, *zip(*tasks)):
+            confirmed += result
+            if progress:
+                progress(len(result))
+    out = np.zeros(len(pairs), dtype=bool)
+    out[order] = confirmed
+    return out
