@@ -21,7 +21,7 @@ from eclip.tasks.adult import adult_scores, precision_at_recall
 from eclip.tasks.clustering import clustering_scores
 from eclip.tasks.config import EvalConfig, to_dict
 from eclip.tasks.embeddings import SPLITS, Representation, tower_representation
-from eclip.tasks.matching import matching_scores
+from eclip.tasks.matching import image_weight_on_val, matching_scores
 from eclip.tasks.probe import classification_scores, fit_probe
 from eclip.tasks.retrieval import retrieval_scores
 from eclip.tasks.zeroshot import prompt_classifier, zero_shot_predict
@@ -230,8 +230,8 @@ def run_attributes(rep: Representation, data: EvalData, config: EvalConfig) -> T
     return TaskOutput(scores, probes={"attributes": probes})
 
 
-def _pair_similarity(rep: Representation, data: EvalData, split: str) -> np.ndarray:
-    vectors = rep.views[split][rep.primary][data.pair_rows[split]]
+def _pair_similarity(rep: Representation, data: EvalData, split: str, view: str | None = None) -> np.ndarray:
+    vectors = rep.views[split][view or rep.primary][data.pair_rows[split]]
     return rep.similarity(vectors, vectors)
 
 
@@ -245,8 +245,19 @@ def run_matching(rep: Representation, data: EvalData, config: EvalConfig) -> Tas
         if not _has_pairs(groups[split]):
             raise SkipTask(f"no catalog group has two products in {split}: matching needs multi-seller offers "
                            f"(a catalog_id column, or `eclip offers`)")
-    scores, curve = matching_scores(_pair_similarity(rep, data, "val"), groups["val"],
-                                    _pair_similarity(rep, data, "test"), groups["test"], config.matching_neighbours)
+    similarity = {split: _pair_similarity(rep, data, split) for split in ("val", "test")}
+    weight = None
+    if {"image", "text"} <= set(rep.view_names()):  # the two towers' cosines, weighted on val
+        image = {split: _pair_similarity(rep, data, split, "image") for split in ("val", "test")}
+        text = {split: _pair_similarity(rep, data, split, "text") for split in ("val", "test")}
+        weight = image_weight_on_val(image["val"], text["val"], groups["val"])
+        fused_vector = matching_scores(similarity["val"], groups["val"], similarity["test"], groups["test"],
+                                       config.matching_neighbours)[0]
+        similarity = {split: weight * image[split] + (1 - weight) * text[split] for split in ("val", "test")}
+    scores, curve = matching_scores(similarity["val"], groups["val"], similarity["test"], groups["test"],
+                                    config.matching_neighbours)
+    if weight is not None:
+        scores.update(image_weight=weight, fused_vector_f1=fused_vector["f1"], fused_vector_ap=fused_vector["ap"])
     scores["products"] = len(groups["test"])
     return TaskOutput(scores, {"pr": curve})
 

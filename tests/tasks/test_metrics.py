@@ -17,7 +17,8 @@ from eclip.tasks.config import EvalConfig
 from eclip.tasks.embeddings import Representation
 from eclip.tasks.evaluate import _whole_groups, _zero_shot_view
 from eclip.tasks.heads import apply_head, load_heads, save_heads
-from eclip.tasks.matching import average_precision, best_f1, best_knn_threshold, f1_at, knn_f1, matching_scores
+from eclip.tasks.matching import (average_precision, best_f1, best_knn_threshold, f1_at, image_weight_on_val, knn_f1,
+                                  matching_scores, pair_scores)
 from eclip.tasks.probe import classification_scores
 from eclip.tasks.report import headline_rows, lookup
 from eclip.tasks.retrieval import recall_curve, retrieval_scores
@@ -89,6 +90,19 @@ def test_matching_threshold_comes_from_val_not_test():
     assert scores["pairs"] == 6 and scores["positive_pairs"] == 1
     # Ranking the 6 test pairs: (0,1) 0.9 is first and the only positive.
     assert scores["ap"] == pytest.approx(1.0)
+
+
+def test_matching_image_weight_is_the_best_val_f1():
+    groups = np.array(["a", "a", "b", "b"])
+    # Images: same-group pairs 0.9, others 0.5. Titles: product 2 reads like group a (0.8), everything else 0.4.
+    image = np.array([[1, .9, .5, .5], [.9, 1, .5, .5], [.5, .5, 1, .9], [.5, .5, .9, 1]])
+    text = np.array([[1, .6, .8, .4], [.6, 1, .8, .4], [.8, .8, 1, .6], [.4, .4, .6, 1]])
+    # w = 1: true pairs 0.9, false 0.5: F1 1. Every w up to 0.3 lets a false pair (0.8 title) reach the true
+    # pairs' level (w * .9 + (1 - w) * .6 vs w * .5 + (1 - w) * .8: equal at w = 1/3); from 0.4 on, F1 is 1.
+    assert image_weight_on_val(image, text, groups) == pytest.approx(0.4)
+    assert best_f1(*pair_scores(0.3 * image + 0.7 * text, groups))[0] < 1
+    # Roles swapped: every weight up to 0.6 gives F1 1; ties go to the first grid point.
+    assert image_weight_on_val(text, image, groups) == pytest.approx(0.0)
 
 
 def test_zero_shot_view_is_chosen_on_val_never_on_test():
