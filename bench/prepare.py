@@ -34,10 +34,10 @@ sys.path.insert(0, str(REPO))
 
 from eclip.data.catalog import read_catalog  # noqa: E402
 from eclip.data.config import PrepareConfig  # noqa: E402
-from eclip.data.dedup import near_duplicate_pairs  # noqa: E402
+from eclip.data.dedup import most_similar_per_row, near_duplicate_pairs  # noqa: E402
 from eclip.data.images import ImageLimits, decode_image, image_hash, near_duplicate_descriptor  # noqa: E402
 from eclip.data.offers import make_offers  # noqa: E402
-from eclip.data.prepare import prepare  # noqa: E402
+from eclip.data.prepare import VERIFY_PER_ROW, prepare  # noqa: E402
 from eclip.data.text import normalize_title  # noqa: E402
 from eclip.data.verify import verify_pairs  # noqa: E402
 
@@ -194,6 +194,7 @@ def main() -> None:
     # as prepare applies it: pairs from the verification threshold up to the threshold need ORB's confirmation
     left, right, similarity = near_duplicate_pairs(descriptors, args.verify_threshold)
     uncertain = np.flatnonzero(similarity < args.threshold)
+    uncertain = uncertain[most_similar_per_row(right[uncertain], similarity[uncertain], VERIFY_PER_ROW)]
     start = time.perf_counter()
     confirmed = verify_pairs(left[uncertain], right[uncertain], lambda keys: {k: Path(paths[k]).read_bytes() for k in keys}, 2)
     verify_seconds = time.perf_counter() - start

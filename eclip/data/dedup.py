@@ -59,6 +59,19 @@ def near_duplicate_pairs(vectors: np.ndarray, threshold: float, chunk: int = 409
     return keys[first] // n, keys[first] % n, similarity[first].astype(np.float32)
 
 
+def most_similar_per_row(right: np.ndarray, similarity: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the pairs that are among the k most similar of their later row `right` (ties: input order).
+    A row is rejected or grouped by one link to an earlier row, so checking its few closest candidates decides
+    it; a cluster of look-alikes would otherwise send n^2 pairs to verification."""
+    order = np.lexsort((-similarity, right))  # by later row, most similar first
+    later = right[order]
+    starts = np.r_[0, np.flatnonzero(later[1:] != later[:-1]) + 1]
+    rank = np.arange(len(later)) - np.repeat(starts, np.diff(np.r_[starts, len(later)]))
+    keep = np.zeros(len(right), dtype=bool)
+    keep[order[rank < k]] = True
+    return keep
+
+
 @dataclass
 class DuplicateDecision:
     reason: list[str | None]  # per candidate: duplicate_<method> or None (kept)

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from eclip.data import store
 from eclip.data.catalog import ColumnMapping, read_catalog
 from eclip.data.config import PrepareConfig
-from eclip.data.dedup import near_duplicate_pairs, resolve_duplicates
+from eclip.data.dedup import most_similar_per_row, near_duplicate_pairs, resolve_duplicates
 from eclip.data.descriptors import make_descriptor
 from eclip.data.inspect import inspect_batch
 from eclip.data.verify import verify_pairs
@@ -35,6 +35,7 @@ from eclip.errors import EclipError
 from eclip.progress import progress_bar
 
 SPOOL = "_spool"
+VERIFY_PER_ROW = 3  # uncertain candidates verified per row, its most similar earlier rows
 
 # ---------------------------------------------------------------- stage 1: per row, in worker processes
 _worker_state: dict = {}
@@ -125,8 +126,9 @@ def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, l
         lowest = min(config.near_duplicate_threshold, config.near_duplicate_verify_threshold or 1.0)
         with progress_bar("near-duplicate search", len(rows)) as advance:
             left, right, similarity = near_duplicate_pairs(vectors, lowest, progress=advance)
-        uncertain = np.flatnonzero(similarity < config.near_duplicate_threshold)
         keep = similarity >= config.near_duplicate_threshold
+        uncertain = np.flatnonzero(~keep)
+        uncertain = uncertain[most_similar_per_row(right[uncertain], similarity[uncertain], VERIFY_PER_ROW)]
         if len(uncertain):
             with progress_bar("verifying uncertain near-duplicates", len(uncertain)) as advance:
                 confirmed = verify_pairs(rows[left[uncertain]], rows[right[uncertain]],

@@ -84,10 +84,12 @@ def confirm_pairs(images: dict[int, bytes], pairs: list[tuple[int, int]]) -> lis
 
 
 def verify_pairs(first: np.ndarray, second: np.ndarray, read_images, workers: int, progress=None,
-                 chunk: int = 512) -> np.ndarray:
+                 chunk: int | None = None) -> np.ndarray:
     """`same_picture` for pairs (first[k], second[k]) of image keys: (P,) bool. `read_images(keys)` returns
     {key: encoded bytes}. Pairs go to `workers` processes in chunks sorted by their first key, each chunk with
-    the images it needs, so an image is decoded about once per chunk it appears in."""
+    the images it needs, so an image's keypoints are computed once per chunk it appears in; chunks are large
+    (two per worker, 256 to 4,096 pairs) for that reason."""
+    chunk = chunk or min(4096, max(256, -(-len(first) // (2 * workers))))
     order = np.argsort(first, kind="stable")
     pairs = np.stack([first[order], second[order]], axis=1)  # (P, 2)
     images = read_images(np.unique(pairs))

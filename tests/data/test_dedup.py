@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eclip.data.dedup import near_duplicate_pairs
+from eclip.data.dedup import most_similar_per_row, near_duplicate_pairs
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -41,3 +41,11 @@ def test_single_view_rows_are_the_same_search():
     viewed = near_duplicate_pairs(vectors[:, None], 0.9)
     assert [a.tolist() for a in flat[:2]] == [a.tolist() for a in viewed[:2]] == [[3], [30]]
     assert flat[2][0] == pytest.approx(float(vectors[3] @ vectors[30]), abs=1e-6)
+
+
+def test_only_the_most_similar_candidates_of_each_later_row_are_kept():
+    right = np.array([5, 5, 5, 7, 5, 7, 9])
+    similarity = np.array([0.95, 0.99, 0.94, 0.96, 0.97, 0.96, 0.95])
+    # Row 5: 0.99, 0.97 kept, 0.95 and 0.94 not; row 7: both (a tie, two slots); row 9: its only one.
+    assert most_similar_per_row(right, similarity, 2).tolist() == [False, True, False, True, True, True, True]
+    assert most_similar_per_row(right, similarity, 1).tolist() == [False, True, False, True, False, False, True]
