@@ -4,7 +4,8 @@ Three stages, each shaped for a cluster as much as for one machine:
 1. per-row (`inspect.inspect_batch`): an Arrow batch in, an Arrow batch out, run by a process pool over
    record batches and spooled to Parquet, so memory stays bounded however large the catalogue is;
 2. global: duplicate product ids, boilerplate titles and exact-duplicate keys are DuckDB group-bys over the
-   spool (DuckDB spills to disk), near-duplicates a FAISS range search over the descriptors;
+   spool (DuckDB spills to disk), near-duplicates a FAISS range search over the descriptors and an ORB check
+   of the uncertain pairs (`verify.py`);
 3. write: the spool is streamed once more, joined with the decisions, into shards and `rejected.parquet`.
 """
 
