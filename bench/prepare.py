@@ -34,12 +34,11 @@ sys.path.insert(0, str(REPO))
 
 from eclip.data.catalog import read_catalog  # noqa: E402
 from eclip.data.config import PrepareConfig  # noqa: E402
-from eclip.data.dedup import most_similar_per_row, near_duplicate_pairs  # noqa: E402
+from eclip.data.dedup import near_duplicate_pairs, verified_near_duplicates  # noqa: E402
 from eclip.data.images import ImageLimits, decode_image, image_hash, near_duplicate_descriptor  # noqa: E402
 from eclip.data.offers import make_offers  # noqa: E402
-from eclip.data.prepare import VERIFY_PER_ROW, prepare  # noqa: E402
+from eclip.data.prepare import prepare  # noqa: E402
 from eclip.data.text import normalize_title  # noqa: E402
-from eclip.data.verify import verify_pairs  # noqa: E402
 
 FASHION = REPO.parent / "shared" / "data" / "fashion-dev"
 RESULTS = REPO / "bench" / "results"
@@ -192,13 +191,11 @@ def main() -> None:
     faint_only = near_duplicate_pairs(descriptors[:, :1], args.threshold)  # the one-box descriptor of before
     methods[f"descriptor, faint box only (cosine >= {args.threshold})"] = set(zip(*[a.tolist() for a in faint_only[:2]]))
     # as prepare applies it: pairs from the verification threshold up to the threshold need ORB's confirmation
-    left, right, similarity = near_duplicate_pairs(descriptors, args.verify_threshold)
-    uncertain = np.flatnonzero(similarity < args.threshold)
-    uncertain = uncertain[most_similar_per_row(right[uncertain], similarity[uncertain], VERIFY_PER_ROW)]
     start = time.perf_counter()
-    confirmed = verify_pairs(left[uncertain], right[uncertain], lambda keys: {k: Path(paths[k]).read_bytes() for k in keys}, 2)
+    left, right, uncertain = verified_near_duplicates(descriptors, args.threshold, args.verify_threshold,
+                                                      lambda keys: {k: Path(paths[k]).read_bytes() for k in keys}, 2)
     verify_seconds = time.perf_counter() - start
-    verified = near_default | set(zip(left[uncertain[confirmed]].tolist(), right[uncertain[confirmed]].tolist()))
+    verified = set(zip(left.tolist(), right.tolist()))
     methods[f"descriptor + verified {args.verify_threshold}..{args.threshold}"] = verified
     methods[f"imagehash pHash (distance <= {PHASH_DISTANCE})"] = phash_pairs(phashes, PHASH_DISTANCE)
     methods["combined: title | hash29 | descriptor + verified"] = title | hashed | verified
@@ -211,7 +208,7 @@ def main() -> None:
                     "unverified_products_per_s": round(len(rows) / unverified_seconds, 1),
                     "accepted": report["accepted"], "rejected": report["rejected"]},
         "per_core_images_per_s": speed, "true_pairs": len(truth), "dedup": quality,
-        "verification": {"uncertain_pairs": len(uncertain), "confirmed": int(confirmed.sum()),
+        "verification": {"uncertain_pairs": uncertain, "confirmed": len(verified - near_default),
                          "seconds_2_workers": round(verify_seconds, 2)},
         "descriptor_threshold_sweep": {str(k): v for k, v in sweep.items()},
         "targets": {"hash29_per_core": 1500, "prepare_products_per_s_2_cores": 300,
@@ -227,8 +224,8 @@ def main() -> None:
              "", "| dedup method | predicted pairs | precision | recall |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {q['pairs']} | {q['precision']} | {q['recall']} |" for name, q in quality.items()]
     check = result["verification"]
-    lines += ["", f"ORB verification: {check['confirmed']} of {check['uncertain_pairs']} uncertain pairs confirmed in "
-              f"{check['seconds_2_workers']} s on 2 workers"]
+    lines += ["", f"ORB verification: {check['confirmed']} of {check['uncertain_pairs']} uncertain pairs confirmed; "
+              f"search and verification {check['seconds_2_workers']} s on 2 workers"]
     lines += ["", "| descriptor threshold | pairs | precision | recall |", "| --- | --- | --- | --- |"]
     lines += [f"| {t} | {q['pairs']} | {q['precision']} | {q['recall']} |" for t, q in sweep.items()]
     table = "\n".join(lines)

@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 METHOD_ORDER = ("title", "image_hash", "image_embedding")
+VERIFY_PER_ROW = 3  # uncertain candidates verified per row, its most similar earlier rows
 
 
 def near_duplicate_pairs(vectors: np.ndarray, threshold: float, chunk: int = 4096,
@@ -70,6 +71,26 @@ def most_similar_per_row(right: np.ndarray, similarity: np.ndarray, k: int) -> n
     keep = np.zeros(len(right), dtype=bool)
     keep[order[rank < k]] = True
     return keep
+
+
+def verified_near_duplicates(vectors: np.ndarray, threshold: float, verify_threshold: float, read_images,
+                             workers: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Near-duplicate pairs (left, right) as `prepare` decides them, and how many pairs were verified: cosine >=
+    threshold, or cosine >= verify_threshold (0: never) for one of a row's VERIFY_PER_ROW most similar earlier
+    rows and confirmed by `verify.same_picture` on the images `read_images(rows)` returns."""
+    from eclip.data.verify import verify_pairs
+    from eclip.progress import progress_bar
+
+    with progress_bar("near-duplicate search", len(vectors)) as advance:
+        left, right, similarity = near_duplicate_pairs(vectors, min(threshold, verify_threshold or 1.0),
+                                                       progress=advance)
+    keep = similarity >= threshold
+    uncertain = np.flatnonzero(~keep)
+    uncertain = uncertain[most_similar_per_row(right[uncertain], similarity[uncertain], VERIFY_PER_ROW)]
+    if len(uncertain):
+        with progress_bar("verifying uncertain near-duplicates", len(uncertain)) as advance:
+            keep[uncertain[verify_pairs(left[uncertain], right[uncertain], read_images, workers, advance)]] = True
+    return left[keep], right[keep], len(uncertain)
 
 
 @dataclass

@@ -28,15 +28,13 @@ import pyarrow.parquet as pq
 from eclip.data import store
 from eclip.data.catalog import ColumnMapping, read_catalog
 from eclip.data.config import PrepareConfig
-from eclip.data.dedup import most_similar_per_row, near_duplicate_pairs, resolve_duplicates
+from eclip.data.dedup import resolve_duplicates, verified_near_duplicates
 from eclip.data.descriptors import make_descriptor
 from eclip.data.inspect import inspect_batch
-from eclip.data.verify import verify_pairs
 from eclip.errors import EclipError
 from eclip.progress import progress_bar
 
 SPOOL = "_spool"
-VERIFY_PER_ROW = 3  # uncertain candidates verified per row, its most similar earlier rows
 
 # ---------------------------------------------------------------- stage 1: per row, in worker processes
 _worker_state: dict = {}
@@ -124,18 +122,13 @@ def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, l
     near = None
     if "image_embedding" in methods and len(rows) > 1:
         vectors = _descriptors_for(spool, rows)
-        lowest = min(config.near_duplicate_threshold, config.near_duplicate_verify_threshold or 1.0)
-        with progress_bar("near-duplicate search", len(rows)) as advance:
-            left, right, similarity = near_duplicate_pairs(vectors, lowest, progress=advance)
-        keep = similarity >= config.near_duplicate_threshold
-        uncertain = np.flatnonzero(~keep)
-        uncertain = uncertain[most_similar_per_row(right[uncertain], similarity[uncertain], VERIFY_PER_ROW)]
-        if len(uncertain):
-            with progress_bar("verifying uncertain near-duplicates", len(uncertain)) as advance:
-                confirmed = verify_pairs(rows[left[uncertain]], rows[right[uncertain]],
-                                         lambda needed: _thumbnails_for(spool, needed), config.worker_count(), advance)
-            keep[uncertain[confirmed]] = True
-        near = (left[keep], right[keep])
+
+        def thumbnails(positions: np.ndarray) -> dict[int, bytes]:  # pairs are positions in `rows`
+            found = _thumbnails_for(spool, rows[positions])
+            return {int(k): found[int(rows[k])] for k in positions}
+
+        near = verified_near_duplicates(vectors, config.near_duplicate_threshold,
+                                        config.near_duplicate_verify_threshold, thumbnails, config.worker_count())[:2]
     product_ids = table.column("product_id").to_pylist()
     outcome = resolve_duplicates(table.column("catalog_id").to_pylist(), product_ids, exact_keys, near,
                                  config.weak_catalogs)
@@ -153,6 +146,7 @@ def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, l
 
 
 def _thumbnails_for(spool: Path, rows: np.ndarray) -> dict[int, bytes]:
+    """Thumbnail bytes of spool `rows`, by row."""
     out = {}
     for path in sorted(spool.glob("batch-*.parquet")):
         table = pq.read_table(path, columns=["row", "thumbnail"])
