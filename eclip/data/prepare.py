@@ -145,28 +145,29 @@ def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, l
     return decisions, weak, group_rows
 
 
+def _spool_rows(spool: Path, rows: np.ndarray, column: str):
+    """Yields, spool file by spool file, the `row` and `column` of the given spool rows (ascending), as tables."""
+    for path in sorted(spool.glob("batch-*.parquet")):
+        table = pq.read_table(path, columns=["row", column])
+        keep = np.flatnonzero(np.isin(table.column("row").to_numpy(), rows))
+        if len(keep):
+            yield table.take(keep)
+
+
 def _thumbnails_for(spool: Path, rows: np.ndarray) -> dict[int, bytes]:
     """Thumbnail bytes of spool `rows`, by row."""
     out = {}
-    for path in sorted(spool.glob("batch-*.parquet")):
-        table = pq.read_table(path, columns=["row", "thumbnail"])
-        keep = np.flatnonzero(np.isin(table.column("row").to_numpy(), rows))
-        if len(keep):
-            picked = table.take(keep)
-            out.update(zip(picked.column("row").to_pylist(), picked.column("thumbnail").to_pylist()))
+    for table in _spool_rows(spool, rows, "thumbnail"):
+        out.update(zip(table.column("row").to_pylist(), table.column("thumbnail").to_pylist()))
     return out
 
 
 def _descriptors_for(spool: Path, rows: np.ndarray) -> np.ndarray:
     """(N, V, D) descriptors of `rows`, in the order of `rows` (which is ascending)."""
     parts = []
-    for path in sorted(spool.glob("batch-*.parquet")):
-        table = pq.read_table(path, columns=["row", "descriptor"])
-        keep = np.isin(table.column("row").to_numpy(), rows)
-        if keep.any():
-            views = table.column("descriptor").combine_chunks()  # fixed-size lists of V views of D floats
-            flat = views.flatten().flatten().to_numpy()
-            parts.append(flat.reshape(table.num_rows, views.type.list_size, -1)[keep])
+    for table in _spool_rows(spool, rows, "descriptor"):
+        views = table.column("descriptor").combine_chunks()  # fixed-size lists of V views of D floats
+        parts.append(views.flatten().flatten().to_numpy().reshape(table.num_rows, views.type.list_size, -1))
     return np.concatenate(parts)
 
 
