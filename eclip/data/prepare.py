@@ -270,9 +270,12 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
         input_rows = _run_per_row_stage(batches, catalog.parent.resolve(), config, building / SPOOL)
         if input_rows == 0:
             raise EclipError(f"{catalog}: the catalogue has a header but no products")
+        stage_ends = [time.perf_counter()]
         decisions, weak, group_rows = _global_decisions(building / SPOOL, config)
+        stage_ends.append(time.perf_counter())
         accepted, rejected = _write_outputs(building / SPOOL, building, config, decisions, weak, group_rows)
         shutil.rmtree(building / SPOOL)
+        stage_ends.append(time.perf_counter())
         if accepted + sum(rejected.values()) != input_rows:
             raise RuntimeError(f"row accounting broke: {input_rows} in, {accepted} accepted, {rejected} rejected")
         splits = {}
@@ -283,6 +286,8 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
             "catalog": str(catalog.resolve()), "input_rows": input_rows, "accepted": accepted,
             "rejected": dict(sorted(rejected.items())), "duplicate_groups": len({g[0] for g in group_rows}),
             "splits": splits, "seconds": round(time.perf_counter() - started, 3),
+            "stage_seconds": {name: round(end - start, 3) for name, start, end in
+                              zip(("rows", "decisions", "write"), [started, *stage_ends], stage_ends)},
             "options": config.to_dict(), "mapping": {k: v for k, v in mapping.__dict__.items()},
             "fingerprint": fingerprint,
         }

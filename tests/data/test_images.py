@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from eclip.data.images import (DESCRIPTOR_DIM, DESCRIPTOR_VIEWS, ImageLimits, ImageRejected, decode_image, image_hash,
+from eclip.data.images import (_DCT, DCT_KEEP, DESCRIPTOR_DIM, DESCRIPTOR_VIEWS, ImageLimits, ImageRejected, _content_boxes,
+                               decode_image, image_hash,
                                near_duplicate_descriptor, resolve_inside)
 from eclip.data.text import normalize_title, title_tokens
 
@@ -78,6 +79,32 @@ def test_descriptor_tolerates_seller_edits_but_separates_products(fashion_dir):
         assert np.median(same) > 0.97 and (same > 0.9).mean() >= 0.8, name
     cross = np.einsum("nvd,mwd->nmvw", reference, reference).max(axis=(2, 3))
     assert np.median(cross[np.triu_indices(len(images), 1)]) < 0.9
+
+
+def test_descriptor_dct_is_scipys_orthonormal_dct():
+    from scipy.fft import dctn
+
+    grey = np.random.default_rng(0).integers(0, 256, (32, 32)).astype(np.float32)
+    expected = dctn(grey.astype(np.float64), norm="ortho")[:DCT_KEEP, :DCT_KEEP]
+    assert np.allclose(_DCT @ grey @ _DCT.T, expected, atol=1e-3)
+
+
+def test_content_boxes_peel_the_frame_and_leave_out_a_small_mark():
+    # 200x160 white canvas, a 2 px red frame, a dark 60x80 product at (70, 40), a pale grey 30x10 mark at (150, 140)
+    # (under the strong tolerance, over the faint one, far from the product: its blob is too small to count).
+    pixels = np.full((160, 200, 3), 250, np.uint8)
+    pixels[:2], pixels[-2:], pixels[:, :2], pixels[:, -2:] = (200, 0, 0), (200, 0, 0), (200, 0, 0), (200, 0, 0)
+    pixels[40:120, 70:130] = (30, 60, 90)
+    pixels[140:150, 150:180] = (190, 190, 190)
+    image = Image.fromarray(pixels)
+    faint, strong = _content_boxes(image, image.convert("L"))
+    for box in (faint, strong):  # within the reduction's rounding (factor 2 on the 156x196 inside of the frame)
+        assert np.allclose(box, (70, 40, 130, 120), atol=2), box
+    pale = np.full((160, 200, 3), 250, np.uint8)
+    pale[40:120, 70:130] = (180, 180, 180)  # a pale product, 70 levels off white: under the strong tolerance
+    image = Image.fromarray(pale)
+    for box in _content_boxes(image, image.convert("L")):
+        assert np.allclose(box, (70, 40, 130, 120), atol=2), box
 
 
 def test_title_normalization():
