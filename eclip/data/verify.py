@@ -28,14 +28,13 @@ cv2.setNumThreads(1)  # callers parallelize over pairs; OpenCV's own threads wou
 # Three pyramid levels (x1.2 each): both images are brought to one size first, so only what a crop or a pad
 # changes in scale remains; fewer levels are faster and confirm as many copies as eight.
 _orb = cv2.ORB_create(nfeatures=KEYPOINTS, fastThreshold=10, edgeThreshold=15, patchSize=15, nlevels=3)
-_matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
 
 
 @dataclass
 class Keypoints:
     pixels: np.ndarray  # (h, w, 3) uint8, longest side VERIFY_SIDE
     points: np.ndarray  # (K, 2) float32, x y in `pixels`
-    descriptors: np.ndarray | None  # (K, 32) uint8 ORB descriptors, None when no keypoint was found
+    bits: np.ndarray | None  # (K, 256) float32 0/1: the ORB descriptors' bits; None when no keypoint was found
 
 
 def keypoints(image: Image.Image) -> Keypoints:
@@ -43,20 +42,30 @@ def keypoints(image: Image.Image) -> Keypoints:
     small.thumbnail((VERIFY_SIDE, VERIFY_SIDE), Image.Resampling.BILINEAR)
     pixels = np.asarray(small.convert("RGB"))
     found, descriptors = _orb.detectAndCompute(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), None)
-    return Keypoints(pixels, np.float32([k.pt for k in found]).reshape(-1, 2), descriptors)
+    bits = None if descriptors is None else np.unpackbits(descriptors, axis=1).astype(np.float32)
+    return Keypoints(pixels, np.float32([k.pt for k in found]).reshape(-1, 2), bits)
+
+
+def _mutual_matches(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (i, j) of descriptors that are each other's nearest (Hamming) and within GOOD_MATCH_BITS:
+    a brute-force matcher with cross-check. first (K1, 256), second (K2, 256): 0/1 bits as float32."""
+    distance = first.sum(1)[:, None] + second.sum(1)[None, :] - 2 * (first @ second.T)  # (K1, K2), exact
+    nearest, nearest_back = distance.argmin(1), distance.argmin(0)  # (K1,), (K2,)
+    rows = np.arange(len(first))
+    mutual = (nearest_back[nearest] == rows) & (distance[rows, nearest] <= GOOD_MATCH_BITS)
+    return rows[mutual], nearest[mutual]
 
 
 def same_picture(first: Keypoints, second: Keypoints, min_inliers: int = 30, max_difference: float = 16) -> bool:
     """True when `second` is `first` cropped, padded, resized, bordered or watermarked: at least `min_inliers`
     keypoint matches agree on one similarity transform, the transform maps at least 30% of `second` onto
     `first`, and there 3 of 4 aligned pixels differ by at most `max_difference` grey levels in every channel."""
-    if first.descriptors is None or second.descriptors is None:
+    if first.bits is None or second.bits is None:
         return False
-    matches = [m for m in _matcher.match(first.descriptors, second.descriptors) if m.distance <= GOOD_MATCH_BITS]
-    if len(matches) < min_inliers:  # cheap exit: most distinct pairs stop here, before RANSAC
+    query, train = _mutual_matches(first.bits, second.bits)
+    if len(query) < min_inliers:  # cheap exit: most distinct pairs stop here, before RANSAC
         return False
-    source = first.points[[m.queryIdx for m in matches]]
-    target = second.points[[m.trainIdx for m in matches]]
+    source, target = first.points[query], second.points[train]
     transform, inliers = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=2.0,
                                                      maxIters=200)
     if transform is None or int(inliers.sum()) < min_inliers:
