@@ -24,6 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from eclip.data import store
 from eclip.data.catalog import ColumnMapping, read_catalog
@@ -41,6 +42,9 @@ _worker_state: dict = {}
 
 
 def _init_worker(root: str, config: dict) -> None:
+    # One BLAS thread per worker process: the per-image matrix products are tiny, and BLAS threads would only
+    # compete with the other workers for the same cores.
+    threadpool_limits(1, "blas")
     cfg = PrepareConfig(**config)
     _worker_state.update(root=Path(root), config=cfg, descriptor=make_descriptor(cfg.near_duplicate_model))
 
@@ -59,10 +63,11 @@ def _run_per_row_stage(batches, root: Path, config: PrepareConfig, spool: Path) 
     rows = 0
     with progress_bar("checking rows", None) as advance:
         if workers == 1:
-            _init_worker(str(root), config.to_dict())
-            for index, batch in enumerate(batches):
-                rows += _inspect_to_spool(index, batch, str(spool))
-                advance(batch.num_rows)
+            with threadpool_limits(1, "blas"):
+                _init_worker(str(root), config.to_dict())
+                for index, batch in enumerate(batches):
+                    rows += _inspect_to_spool(index, batch, str(spool))
+                    advance(batch.num_rows)
             return rows
         # forkserver: never fork a process whose threads (DuckDB, torch, rich) may hold locks
         with ProcessPoolExecutor(workers, mp_context=get_context("forkserver"), initializer=_init_worker,
