@@ -52,6 +52,8 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"a conv stem needs a power-of-two patch_size, got {config.patch_size}")
         if config.pooling not in ("cls", "mean"):
             raise ValueError(f"vision pooling must be 'cls' or 'mean', got {config.pooling!r}")
+        if not 0 <= config.mask_ratio < 1:
+            raise ValueError(f"vision mask_ratio must be in [0, 1), got {config.mask_ratio}")
         self.config = config
         patches = (config.image_size // config.patch_size) ** 2
         self.patch_embed = (conv_stem(config.width, config.patch_size) if config.stem == "conv"
@@ -68,8 +70,13 @@ class VisionTransformer(nn.Module):
         return self.config.width
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(pixels).flatten(2).transpose(1, 2)  # (B, P, W)
-        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed  # (B, P+1, W)
+        x = self.patch_embed(pixels).flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]  # (B, P, W)
+        if self.training and self.config.mask_ratio > 0:  # FLIP: keep a random subset of patches per image
+            batch, patches, width = x.shape
+            keep = max(1, round(patches * (1 - self.config.mask_ratio)))
+            kept = torch.rand(batch, patches, device=x.device).argsort(dim=1)[:, :keep]  # (B, K)
+            x = x.gather(1, kept[:, :, None].expand(-1, -1, width))  # (B, K, W)
+        x = torch.cat([(self.cls_token + self.pos_embed[:, :1]).expand(len(x), -1, -1), x], dim=1)  # (B, 1+K, W)
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)

@@ -28,6 +28,9 @@ class VisionConfig:
     mlp_ratio: float = 4.0
     pooling: str = "cls"  # "cls" (CLIP) or "mean" over the patch tokens
     dropout: float = 0.0
+    # FLIP (Li et al. 2023): share of patch tokens dropped at random per image in training; the blocks then
+    # cost about that much less, so more pairs fit in the same time. Inference always sees every patch.
+    mask_ratio: float = 0.0
 
 
 @dataclass
@@ -65,6 +68,10 @@ class TrainConfig:
     batch_size_start: int = 0  # first step's effective batch under a cosine batch schedule; 0 = batch_size
     batch_schedule: str = "constant"  # constant | cosine (half-cosine growth from batch_size_start)
     micro_batch_size: int = 0  # per-process micro-batch for gradient caching; 0 = the whole batch at once
+    # The schedule's batch sizes are rounded to multiples of this (0: micro_batch_size x processes). Smaller than
+    # the micro-batch, a batch that fits one micro-batch is a plain step: caching re-runs the forward pass, so on
+    # a CPU, where memory is not the limit, it only costs time.
+    batch_size_multiple: int = 0
     lr: float = 5e-4
     text_lr_scale: float = 0.1  # the pretrained text tower learns more gently than the fresh image tower
     lr_schedule: str = "constant"  # constant | cosine, after a linear warmup
@@ -109,6 +116,8 @@ class Config:
             (t.steps > 0 and t.batch_size > 0, "steps and batch_size must be positive"),
             (0 <= t.batch_size_start <= t.batch_size, "batch_size_start must be between 0 and batch_size"),
             (t.micro_batch_size >= 0, "micro_batch_size must be >= 0"),
+            (t.batch_size_multiple >= 0, "batch_size_multiple must be >= 0"),
+            (0 <= self.model.vision.mask_ratio < 1, "vision mask_ratio must be in [0, 1)"),
             (0.0 <= t.category_fraction <= 1.0, "category_fraction must be between 0 and 1"),
             (self.model.text.pooling in ("mean", "cls"), "text pooling must be mean or cls"),
             (self.model.vision.pooling in ("mean", "cls"), "vision pooling must be mean or cls"),

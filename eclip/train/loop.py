@@ -137,8 +137,10 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
     model.to(device)
 
     micro = t.micro_batch_size or t.batch_size // world
-    if t.batch_size % (micro * world) or (t.batch_size_start and t.batch_size_start % (micro * world)):
-        raise EclipError(f"batch sizes must be multiples of micro_batch_size x processes = {micro * world}")
+    multiple = t.batch_size_multiple or micro * world
+    if multiple % world or t.batch_size % multiple or (t.batch_size_start and t.batch_size_start % multiple):
+        raise EclipError(f"batch sizes must be multiples of {'batch_size_multiple' if t.batch_size_multiple else 'micro_batch_size x processes'}"
+                         f" = {multiple}, which must be a multiple of the {world} process(es)")
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=t.lr, betas=(0.9, 0.98), eps=1e-6)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16" and device.type == "cuda")
     stream = BatchStream(len(dataset), t.seed, dataset.categories if t.category_batches else None,
@@ -183,7 +185,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
         advance(start_step)
         for step in range(start_step, t.steps):
             started = time.perf_counter()
-            batch_size = batch_size_at(step, t.steps, t.batch_size_start, t.batch_size, t.batch_schedule, micro * world)
+            batch_size = batch_size_at(step, t.steps, t.batch_size_start, t.batch_size, t.batch_schedule, multiple)
             lr = lr_at(step, t.steps, t.lr, t.warmup_steps, t.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]

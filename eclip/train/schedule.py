@@ -8,7 +8,7 @@ import math
 
 def batch_size_at(step: int, steps: int, start: int, end: int, schedule: str, granularity: int) -> int:
     """Effective batch at `step` in [0, steps): constant `end`, or a half-cosine from `start` to `end`.
-    Rounded to a multiple of `granularity` (micro-batch x world size), which is also the minimum."""
+    Rounded to a multiple of `granularity` (`train.batch_size_multiple`), which is also the minimum."""
     if schedule == "constant" or steps <= 1 or start in (0, end):
         size = end
     elif schedule == "cosine":

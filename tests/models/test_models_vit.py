@@ -67,7 +67,23 @@ def test_sdpa_dropout_is_live_in_training_only():
     assert not torch.allclose(model(pixels), model(pixels))
 
 
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+def test_flip_masking_drops_patches_in_training_only(stem):
+    masked, full = vit(stem=stem, mask_ratio=0.75), vit(stem=stem)  # same seed, same weights
+    pixels = torch.randn(3, 3, 32, 32)
+    assert torch.equal(masked(pixels), full(pixels))  # inference sees every patch
+    masked.train()
+    assert final_tokens(masked, pixels).shape == (3, 1 + 4, 32)  # 16 patches, a quarter kept, plus cls
+    torch.manual_seed(0)
+    first = masked(pixels)
+    torch.manual_seed(0)
+    assert torch.equal(masked(pixels), first)  # the masks come from torch's RNG: gradient caching replays them
+    assert not torch.allclose(masked(pixels), first)  # and differ from draw to draw
+    assert not torch.allclose(first, full(pixels), atol=1e-3)
+
+
 @pytest.mark.parametrize("overrides, message", [
+    (dict(mask_ratio=1.0), "mask_ratio must be"),
     (dict(image_size=30), "not a multiple of patch_size"),
     (dict(stem="resnet"), "stem must be"),
     (dict(stem="conv", patch_size=6, image_size=36), "power-of-two"),

@@ -83,8 +83,9 @@ def test_single_micro_batch_is_a_plain_step():
     assert max_relative_error(got, expected) == 0.0
 
 
-def test_locked_text_features_and_conv_stem():
-    model = tiny_model(dropout=0.0, stem="conv")
+@pytest.mark.parametrize("mask_ratio", [0.0, 0.5], ids=["all patches", "FLIP masking"])
+def test_locked_text_features_and_conv_stem(mask_ratio):
+    model = tiny_model(dropout=0.0, stem="conv", mask_ratio=mask_ratio)
     model.text.requires_grad_(False)
     batch = tiny_batch(BATCH, groups=GROUPS)
     with torch.no_grad():

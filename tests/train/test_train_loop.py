@@ -61,6 +61,19 @@ def test_run_dir_contents_and_inference_round_trip(fashion_data_dir, tmp_path):
     assert np.allclose(model.encode_text(input_ids, attention_mask).detach().numpy(), texts[:1], atol=1e-6)
 
 
+def test_batches_within_one_micro_batch_are_plain_steps(fashion_data_dir, tmp_path):
+    """batch_size_multiple below the micro-batch: the schedule moves in finer steps, and a batch that fits one
+    micro-batch runs one forward pass instead of gradient caching's two."""
+    train(fashion_data_dir, tmp_path / "run", small_config(steps=5, batch_size=32, batch_size_start=8,
+                                                           micro_batch_size=32, batch_size_multiple=8))
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    sizes = [line["batch_size"] for line in lines]
+    assert sizes[0] == 8 and sizes[-1] == 32 and len(set(sizes)) >= 4 and all(size % 8 == 0 for size in sizes)
+    assert all(line["micro_batches"] == 1 for line in lines)
+    with pytest.raises(EclipError, match="multiples of batch_size_multiple = 12"):
+        train(fashion_data_dir, tmp_path / "bad", small_config(batch_size_multiple=12))
+
+
 class _Killed(Exception):
     pass
 
@@ -188,7 +201,8 @@ def test_corrupt_thumbnail_names_the_product(fashion_data_dir, tmp_path):
 def test_tiny_config_through_the_cli_with_the_pretrained_text_tower(fashion_data_dir, tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--data", str(fashion_data_dir), "--out", str(run), "--config", "tiny", "--steps", "2",
-                 "--batch-size", "32", "--batch-size-start", "16", "--micro-batch-size", "16", "--vision-depth", "1"])
+                 "--batch-size", "32", "--batch-size-start", "16", "--micro-batch-size", "16", "--batch-size-multiple", "16",
+                 "--vision-depth", "1"])
     assert code == 0, capsys.readouterr().err
     assert "step 2:" in capsys.readouterr().out
     model, _, config = load_model(run)
