@@ -55,6 +55,7 @@ class VisionTransformer(nn.Module):
         if not 0 <= config.mask_ratio < 1:
             raise ValueError(f"vision mask_ratio must be in [0, 1), got {config.mask_ratio}")
         self.config = config
+        self.mask_ratio = config.mask_ratio  # the training loop sets 0 for FLIP's unmasked tuning at the end
         patches = (config.image_size // config.patch_size) ** 2
         self.patch_embed = (conv_stem(config.width, config.patch_size) if config.stem == "conv"
                             else nn.Conv2d(3, config.width, config.patch_size, stride=config.patch_size))
@@ -71,9 +72,9 @@ class VisionTransformer(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(pixels).flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]  # (B, P, W)
-        if self.training and self.config.mask_ratio > 0:  # FLIP: keep a random subset of patches per image
+        if self.training and self.mask_ratio > 0:  # FLIP: keep a random subset of patches per image
             batch, patches, width = x.shape
-            keep = max(1, round(patches * (1 - self.config.mask_ratio)))
+            keep = max(1, round(patches * (1 - self.mask_ratio)))
             kept = torch.rand(batch, patches, device=x.device).argsort(dim=1)[:, :keep]  # (B, K)
             x = x.gather(1, kept[:, :, None].expand(-1, -1, width))  # (B, K, W)
         x = torch.cat([(self.cls_token + self.pos_embed[:, :1]).expand(len(x), -1, -1), x], dim=1)  # (B, 1+K, W)

@@ -72,6 +72,7 @@ class TrainConfig:
     # the micro-batch, a batch that fits one micro-batch is a plain step: caching re-runs the forward pass, so on
     # a CPU, where memory is not the limit, it only costs time.
     batch_size_multiple: int = 0
+    unmasked_steps: int = 0  # FLIP's unmasking tuning: the last N steps see every patch (model.vision.mask_ratio)
     lr: float = 5e-4
     text_lr_scale: float = 0.1  # the pretrained text tower learns more gently than the fresh image tower
     lr_schedule: str = "constant"  # constant | cosine, after a linear warmup
@@ -117,6 +118,7 @@ class Config:
             (0 <= t.batch_size_start <= t.batch_size, "batch_size_start must be between 0 and batch_size"),
             (t.micro_batch_size >= 0, "micro_batch_size must be >= 0"),
             (t.batch_size_multiple >= 0, "batch_size_multiple must be >= 0"),
+            (0 <= t.unmasked_steps <= t.steps, "unmasked_steps must be between 0 and steps"),
             (0 <= self.model.vision.mask_ratio < 1, "vision mask_ratio must be in [0, 1)"),
             (0.0 <= t.category_fraction <= 1.0, "category_fraction must be between 0 and 1"),
             (self.model.text.pooling in ("mean", "cls"), "text pooling must be mean or cls"),

@@ -187,6 +187,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
             started = time.perf_counter()
             batch_size = batch_size_at(step, t.steps, t.batch_size_start, t.batch_size, t.batch_schedule, multiple)
             lr = lr_at(step, t.steps, t.lr, t.warmup_steps, t.lr_schedule)
+            model.visual.mask_ratio = 0.0 if step >= t.steps - t.unmasked_steps else config.model.vision.mask_ratio
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             indices = stream.next(batch_size)

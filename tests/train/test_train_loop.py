@@ -68,10 +68,26 @@ def test_batches_within_one_micro_batch_are_plain_steps(fashion_data_dir, tmp_pa
                                                            micro_batch_size=32, batch_size_multiple=8))
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     sizes = [line["batch_size"] for line in lines]
-    assert sizes[0] == 8 and sizes[-1] == 32 and len(set(sizes)) >= 4 and all(size % 8 == 0 for size in sizes)
+    assert sizes == [8, 8, 16, 32, 32]  # rounded to the micro-batch (32) every step would be 32
     assert all(line["micro_batches"] == 1 for line in lines)
     with pytest.raises(EclipError, match="multiples of batch_size_multiple = 12"):
         train(fashion_data_dir, tmp_path / "bad", small_config(batch_size_multiple=12))
+
+
+def test_flip_masking_stops_for_the_unmasked_steps(fashion_data_dir, tmp_path, monkeypatch):
+    from eclip.models.vit import VisionTransformer
+    seen, forward = [], VisionTransformer.forward
+
+    def recording(self, pixels):
+        if self.training:
+            seen.append(self.mask_ratio)
+        return forward(self, pixels)
+
+    monkeypatch.setattr(VisionTransformer, "forward", recording)
+    config = small_config(steps=4, micro_batch_size=0, batch_size_start=0, unmasked_steps=1)
+    config.model.vision.mask_ratio = 0.5
+    train(fashion_data_dir, tmp_path / "run", config)
+    assert seen == [0.5, 0.5, 0.5, 0.0]  # one forward pass per step: the whole batch at once
 
 
 class _Killed(Exception):
