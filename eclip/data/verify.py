@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
+from eclip.data.images import channel_max
+
 VERIFY_SIDE = 128  # keypoints are found on a copy with this longest side
 KEYPOINTS = 150
 GOOD_MATCH_BITS = 48  # Hamming distance (of 256 bits) under which two ORB descriptors may be the same point
@@ -75,7 +77,7 @@ def same_picture(first: Keypoints, second: Keypoints, min_inliers: int = 30, max
     covered = cv2.warpAffine(np.full(first.pixels.shape[:2], 255, np.uint8), transform, (width, height)) == 255
     if covered.sum() < 0.3 * height * width:
         return False
-    difference = np.abs(warped.astype(np.int16) - second.pixels.astype(np.int16)).max(axis=2)[covered]  # (n,)
+    difference = channel_max(np.abs(warped.astype(np.int16) - second.pixels.astype(np.int16)))[covered]  # (n,)
     return float(np.percentile(difference, 75)) <= max_difference
 
 
