@@ -45,7 +45,8 @@ def near_duplicate_pairs(vectors: np.ndarray, threshold: float, chunk: int = 102
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         # Each chunk is searched among the rows up to its own end only: every pair is found once, from its
-        # later row, in about half the work of searching the whole index.
+        # later row, in about half the work of searching the whole index (exact search finds the same pairs;
+        # the approximate IVF search probes a pair from its later row's lists only).
         index.add(flat[start * views:stop * views])
         lims, cosines, neighbours = index.range_search(flat[start * views:stop * views], threshold)
         queries = np.repeat(np.arange(start * views, stop * views), np.diff(lims).astype(np.int64)) // views
