@@ -26,7 +26,7 @@ class ImageDescriptor(Protocol):
 
 class FixedDescriptor:
     """Content-cropped 8x8 colour layout + low DCT frequencies, one view per content box: no training, about
-    7 ms a 224 px image on one core for both views (finding the boxes is most of it)."""
+    3 ms a 224 px image on one core for both views (finding the boxes is most of it; docs/data.md)."""
 
     views = DESCRIPTOR_VIEWS
     dim = DESCRIPTOR_DIM
