@@ -109,13 +109,11 @@ def score(predicted: set, truth: set) -> dict:
 def clean_source(folder: Path, limit: int | None) -> Path:
     """fashion-dev's products that `prepare` accepts (no duplicate among them), copied with their images."""
     import csv
+    import filecmp
     import shutil
 
     from eclip.data.store import read_products
 
-    marker = folder / "catalog.csv"
-    if marker.is_file():
-        return folder
     with open(FASHION / "catalog.csv", encoding="utf-8") as handle:
         source_rows = list(csv.DictReader(handle))[:limit]
     staging = folder.with_name(folder.name + ".tmp")
@@ -134,6 +132,11 @@ def clean_source(folder: Path, limit: int | None) -> Path:
         writer.writeheader()
         writer.writerows([r for r in source_rows if r["product_id"] in accepted])
     shutil.rmtree(staging / "prepared")
+    # Cleaned afresh on every run, so the source follows the current `prepare`; an unchanged result keeps the
+    # old folder (and its file times), so the offers made from it are reused.
+    if (folder / "catalog.csv").is_file() and filecmp.cmp(folder / "catalog.csv", staging / "catalog.csv", shallow=False):
+        shutil.rmtree(staging)
+        return folder
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return folder

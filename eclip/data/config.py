@@ -22,7 +22,7 @@ class PrepareConfig:
     max_title_tokens: int = _option(64, "reject titles with more tokens than this")
     boilerplate_max_images: int = _option(10, "reject titles shared by more than this many distinct images (ALIGN: 10)")
     dedup: str = _option(",".join(DEDUP_METHODS), "comma-separated duplicate detectors: title, image_hash, image_embedding, or none")
-    near_duplicate_threshold: float = _option(0.97, "cosine similarity of image descriptors at or above which two images are near-duplicates")
+    near_duplicate_threshold: float = _option(0.985, "cosine similarity of image descriptors at or above which two images are near-duplicates")
     near_duplicate_verify_threshold: float = _option(0.94, "descriptor pairs from this cosine up to --near-duplicate-threshold are near-duplicates only if their ORB keypoints align and the aligned pixels agree (0: no verification)")
     near_duplicate_model: str | None = _option(None, "RUN_DIR of a trained model whose image tower replaces the fixed descriptor for near-duplicates")
     weak_catalogs: bool = _option(False, "keep duplicates that have no catalog_id and give them a shared weak catalog_id instead of rejecting them")

@@ -106,7 +106,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, int, in
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # the default returns a copy of every image
     except Exception as error:
         text = str(error)
         reason = "image_truncated" if "truncated" in text or "broken data stream" in text else "image_unreadable"

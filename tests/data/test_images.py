@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from eclip.data.images import (_DCT, DCT_KEEP, DESCRIPTOR_DIM, DESCRIPTOR_VIEWS, ImageLimits, ImageRejected, _content_boxes,
                                decode_image, image_hash,
-                               near_duplicate_descriptor, resolve_inside)
+                               near_duplicate_descriptor, resolve_inside, thumbnail_jpeg)
 from eclip.data.text import normalize_title, title_tokens
 
 
@@ -37,6 +37,22 @@ def test_hash_survives_reencoding_of_a_real_photo(fashion_dir):
     again, _, _ = decode_image(buffer.getvalue(), ImageLimits())
     assert image_hash(again) == image_hash(image)
     assert image_hash(again.resize((300, 300)))[-4:] == "1818"
+
+
+def test_exif_orientation_is_applied_and_the_thumbnail_reencoded():
+    stored = Image.new("RGB", (200, 120), "white")
+    stored.paste((255, 0, 0), (0, 0, 40, 40))  # red in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: the red corner moves to the top right
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", quality=95, exif=exif)
+    data = buffer.getvalue()
+    image, _, _ = decode_image(data, ImageLimits())
+    assert image.size == (120, 200)
+    assert image.getpixel((100, 20))[0] > 200 and image.getpixel((100, 20))[1] < 60
+    assert image.getpixel((20, 20)) == pytest.approx((255, 255, 255), abs=8)
+    thumbnail = Image.open(io.BytesIO(thumbnail_jpeg(data, image, max_side=512)))
+    assert thumbnail.size == (120, 200) and thumbnail.getexif().get(0x0112, 1) == 1
 
 
 @pytest.mark.parametrize("relative", ["../x.jpg", "a/../../x.jpg", "/etc/passwd"])
