@@ -32,11 +32,18 @@ class EvalConfig:
     recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     curve_max_k: int = 50
     matching_neighbours: int = 50
+    matching_expansion_neighbours: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 5])
+    matching_expansion_alphas: list[float] = field(default_factory=lambda: [1.0, 3.0])
     pair_max_products: int = 6000
     confusion_classes: int = 20
     max_unknown_token_share: float = 0.5
     tfidf_max_features: int = 50000
     seed: int = 0
+
+    def matching_expansions(self) -> list[tuple[int, float]]:
+        """The (k, alpha) grid matching chooses from on val; k = 0 (no expansion) once, whatever alpha."""
+        grid = [(k, alpha) for k in self.matching_expansion_neighbours for alpha in self.matching_expansion_alphas]
+        return list(dict.fromkeys((k, alpha if k else 1.0) for k, alpha in grid))
 
     def validate(self) -> None:
         checks = [
@@ -54,6 +61,10 @@ class EvalConfig:
             (self.batch_size > 0 and self.probe_max_iter > 0 and self.probe_max_train > 1 and self.probe_c > 0,
              "batch_size, probe_max_iter, probe_max_train and probe_c must be positive"),
             (self.matching_neighbours >= 1 and self.pair_max_products >= 2, "matching_neighbours >= 1, pair_max_products >= 2"),
+            (bool(self.matching_expansion_neighbours) and min(self.matching_expansion_neighbours) >= 0 and
+             bool(self.matching_expansion_alphas) and min(self.matching_expansion_alphas) > 0,
+             "matching_expansion_neighbours must be >= 0 (0: no expansion) and matching_expansion_alphas > 0, "
+             "neither empty"),
         ]
         for ok, message in checks:
             if not ok:

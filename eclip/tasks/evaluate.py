@@ -21,7 +21,7 @@ from eclip.tasks.adult import adult_scores, precision_at_recall
 from eclip.tasks.clustering import clustering_scores
 from eclip.tasks.config import EvalConfig, to_dict
 from eclip.tasks.embeddings import SPLITS, Representation, tower_representation
-from eclip.tasks.matching import image_weight_on_val, matching_scores
+from eclip.tasks.matching import IMAGE_WEIGHTS, expand_similarity, matching_scores, setup_on_val
 from eclip.tasks.probe import classification_scores, fit_probe
 from eclip.tasks.retrieval import retrieval_scores
 from eclip.tasks.zeroshot import prompt_classifier, zero_shot_predict
@@ -245,19 +245,38 @@ def run_matching(rep: Representation, data: EvalData, config: EvalConfig) -> Tas
         if not _has_pairs(groups[split]):
             raise SkipTask(f"no catalog group has two products in {split}: matching needs multi-seller offers "
                            f"(a catalog_id column, or `eclip offers`)")
-    similarity = {split: _pair_similarity(rep, data, split) for split in ("val", "test")}
-    weight = None
-    if {"image", "text"} <= set(rep.view_names()):  # the two towers' cosines, weighted on val
+    primary = {split: _pair_similarity(rep, data, split) for split in ("val", "test")}
+    two_views = {"image", "text"} <= set(rep.view_names())
+    if two_views:  # the two towers' cosines, weighted on val
         image = {split: _pair_similarity(rep, data, split, "image") for split in ("val", "test")}
         text = {split: _pair_similarity(rep, data, split, "text") for split in ("val", "test")}
-        weight = image_weight_on_val(image["val"], text["val"], groups["val"])
-        fused_vector = matching_scores(similarity["val"], groups["val"], similarity["test"], groups["test"],
+        weights = list(IMAGE_WEIGHTS)
+
+        def similarity_of(split, weight):
+            return weight * image[split] + (1 - weight) * text[split]
+    else:
+        weights = [None]
+
+        def similarity_of(split, weight):
+            return primary[split]
+
+    def scored(weight, expansion):
+        similarity = {split: expand_similarity(similarity_of(split, weight), *expansion) for split in ("val", "test")}
+        return matching_scores(similarity["val"], groups["val"], similarity["test"], groups["test"],
+                               config.matching_neighbours)
+
+    expansions = config.matching_expansions()
+    weight, expansion = setup_on_val(lambda w: similarity_of("val", w), weights, expansions, groups["val"])
+    scores, curve = scored(weight, expansion)
+    unexpanded = setup_on_val(lambda w: similarity_of("val", w), weights, [(0, 1.0)], groups["val"])
+    plain = scores if unexpanded == (weight, expansion) else scored(*unexpanded)[0]
+    scores.update(expansion_neighbours=expansion[0], expansion_alpha=expansion[1],
+                  unexpanded={key: plain[key] for key in ("ap", "f1", "knn_f1")})
+    if two_views:
+        fused_vector = matching_scores(primary["val"], groups["val"], primary["test"], groups["test"],
                                        config.matching_neighbours)[0]
-        similarity = {split: weight * image[split] + (1 - weight) * text[split] for split in ("val", "test")}
-    scores, curve = matching_scores(similarity["val"], groups["val"], similarity["test"], groups["test"],
-                                    config.matching_neighbours)
-    if weight is not None:
-        scores.update(image_weight=weight, fused_vector_f1=fused_vector["f1"], fused_vector_ap=fused_vector["ap"])
+        scores.update(image_weight=weight, unexpanded_image_weight=unexpanded[0],
+                      fused_vector_f1=fused_vector["f1"], fused_vector_ap=fused_vector["ap"])
     scores["products"] = len(groups["test"])
     return TaskOutput(scores, {"pr": curve})
 

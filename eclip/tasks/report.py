@@ -72,7 +72,7 @@ def headline_rows(report: dict) -> list[dict]:
 
 
 def _number(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    return "-" if value is None else str(value) if isinstance(value, int) else f"{value:.3f}"
 
 
 def headline_table(report: dict) -> str:
@@ -125,8 +125,11 @@ def markdown(report: dict) -> str:
     attribute_keys = [(f"{name} {kind}", f"attributes.{name}.{kind}_macro_f1")
                       for name in report.get("attributes", {}) for kind in ("zeroshot", "probe")]
     lines += _comparison(report, "Attribute extraction (macro F1)", attribute_keys)
-    lines += _comparison(report, "Product matching", [(k, f"matching.{k}") for k in
-                                                     ("ap", "f1", "threshold", "best_test_f1", "knn_f1", "knn_threshold")])
+    lines += _comparison(report, "Product matching (the similarity expanded over each product's k nearest, as "
+                                 "chosen on val; unexpanded: k = 0)",
+                         [(k, f"matching.{k}") for k in
+                          ("ap", "f1", "threshold", "best_test_f1", "knn_f1", "knn_threshold", "expansion_neighbours",
+                           "expansion_alpha", "image_weight", "unexpanded.ap", "unexpanded.f1", "unexpanded.knn_f1")])
     lines += _comparison(report, "Clustering (average linkage, cut at the true number of clusters)",
                          [("groups NMI", "clustering.nmi"), ("groups ARI", "clustering.ari"),
                           ("categories NMI", "clustering.category.nmi"), ("categories ARI", "clustering.category.ari")])

@@ -26,12 +26,13 @@ TASK_KEYS = [f"retrieval.{d}.r{k}" for d in ("t2i", "i2t") for k in (1, 5, 10)] 
     for m in ("top1", "weighted_f1")] + [
     f"attributes.{name}.{m}" for name in ("gender", "color", "season", "usage")
     for m in ("zeroshot_macro_f1", "probe_macro_f1")] + [
-    "matching.ap", "matching.f1", "matching.knn_f1", "matching.threshold",
-    "clustering.nmi", "clustering.ari", "clustering.category.nmi", "clustering.category.ari",
+    "matching.ap", "matching.f1", "matching.knn_f1", "matching.threshold", "matching.expansion_alpha",
+    "matching.unexpanded.f1", "clustering.nmi", "clustering.ari", "clustering.category.nmi", "clustering.category.ari",
     "adult.auc", "adult.precision_at_recall_90"]
 BASELINE_KEYS = {
     "tfidf": [k for k in TASK_KEYS if not k.startswith("retrieval")],
-    "image_hash": ["matching.ap", "matching.f1", "matching.knn_f1", "matching.threshold"],
+    "image_hash": ["matching.ap", "matching.f1", "matching.knn_f1", "matching.threshold", "matching.expansion_neighbours",
+                   "matching.unexpanded.f1"],
     "untrained": TASK_KEYS,
 }
 

@@ -17,8 +17,8 @@ from eclip.tasks.config import EvalConfig
 from eclip.tasks.embeddings import Representation
 from eclip.tasks.evaluate import _whole_groups, _zero_shot_view
 from eclip.tasks.heads import apply_head, load_heads, save_heads
-from eclip.tasks.matching import (average_precision, best_f1, best_knn_threshold, f1_at, image_weight_on_val, knn_f1,
-                                  matching_scores, pair_scores)
+from eclip.tasks.matching import (IMAGE_WEIGHTS, average_precision, best_f1, best_knn_threshold, expand_similarity,
+                                  f1_at, knn_f1, matching_scores, pair_scores, setup_on_val)
 from eclip.tasks.probe import classification_scores
 from eclip.tasks.report import headline_rows, lookup
 from eclip.tasks.retrieval import recall_curve, retrieval_scores
@@ -69,6 +69,17 @@ SIMILARITY = np.array([[1.0, 0.9, 0.8, 0.1],
 GROUPS = np.array(["a", "a", "b", "c"])
 
 
+def test_best_f1_from_the_top_pairs_equals_sorting_them_all():
+    rng = np.random.default_rng(1)
+    labels = rng.random(20000) < 0.01
+    for scores in (np.round(rng.random(20000) + labels * rng.random(20000), 2),  # many ties, a separable part
+                   rng.random(20000)):  # no signal: the best F1 sits far down, so every pair is sorted
+        everything = best_f1(scores, labels, top_per_positive=10 ** 9)
+        assert best_f1(scores, labels, top_per_positive=3) == everything
+        assert best_f1(scores, labels) == everything
+    assert best_f1(np.full(500, 0.5), np.arange(500) < 2) == (pytest.approx(2 * 2 / 502), 0.5)  # one tie group
+
+
 def test_knn_threshold_f1_by_hand():
     # t = 0.5, k = 2: product 0 predicts {0,1,2} vs {0,1}: 0.8; product 1 {1,0}: 1; product 2 {2,3,0} vs {2}: 0.5;
     # product 3 {3,2} vs {3}: 2/3. At t = 0.95 every product stands alone: 2/3, 2/3, 1, 1.
@@ -92,6 +103,12 @@ def test_matching_threshold_comes_from_val_not_test():
     assert scores["ap"] == pytest.approx(1.0)
 
 
+def _weight_on_val(image, text, groups):
+    weight, expansion = setup_on_val(lambda w: w * image + (1 - w) * text, list(IMAGE_WEIGHTS), [(0, 1.0)], groups)
+    assert expansion == (0, 1.0)
+    return weight
+
+
 def test_matching_image_weight_is_the_best_val_f1():
     groups = np.array(["a", "a", "b", "b"])
     # Images: same-group pairs 0.9, others 0.5. Titles: product 2 reads like group a (0.8), everything else 0.4.
@@ -99,10 +116,50 @@ def test_matching_image_weight_is_the_best_val_f1():
     text = np.array([[1, .6, .8, .4], [.6, 1, .8, .4], [.8, .8, 1, .6], [.4, .4, .6, 1]])
     # w = 1: true pairs 0.9, false 0.5: F1 1. Every w up to 0.3 lets a false pair (0.8 title) reach the true
     # pairs' level (w * .9 + (1 - w) * .6 vs w * .5 + (1 - w) * .8: equal at w = 1/3); from 0.4 on, F1 is 1.
-    assert image_weight_on_val(image, text, groups) == pytest.approx(0.4)
+    assert _weight_on_val(image, text, groups) == pytest.approx(0.4)
     assert best_f1(*pair_scores(0.3 * image + 0.7 * text, groups))[0] < 1
     # Roles swapped: every weight up to 0.6 gives F1 1; ties go to the first grid point.
-    assert image_weight_on_val(text, image, groups) == pytest.approx(0.0)
+    assert _weight_on_val(text, image, groups) == pytest.approx(0.0)
+
+
+# Group a is a chain: offers 0 and 2 look alike only through offer 1; product 3 (group b) looks like offer 0.
+CHAIN = np.array([[1, .9, .5, .6, .2], [.9, 1, .85, .2, .2], [.5, .85, 1, .2, .2], [.6, .2, .2, 1, .8],
+                  [.2, .2, .2, .8, 1]])
+CHAIN_GROUPS = np.array(list("aaabb"))
+
+
+def test_expansion_by_hand():
+    # k = 1, alpha = 1: v0 = e0 + .9 e1 (its nearest), v2 = e2 + .85 e1. v0.v2 = .5 + .85 * .9 + .9 * .85 + .9 * .85
+    # = 2.795; |v0|^2 = 1 + 2 * .9 * .9 + .81 = 3.43; |v2|^2 = 1 + 2 * .85 * .85 + .7225 = 3.1675.
+    expanded = expand_similarity(CHAIN, 1, 1.0)
+    assert expanded[0, 2] == pytest.approx(2.795 / np.sqrt(3.43 * 3.1675), abs=1e-6)
+    assert np.allclose(np.diag(expanded), 1) and np.allclose(expanded, expanded.T)
+    assert expand_similarity(CHAIN, 0, 3.0) is CHAIN
+
+
+def test_expansion_equals_the_cosine_of_the_expanded_vectors():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(9, 4))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    similarity = vectors @ vectors.T
+    expanded = []
+    for row in similarity:
+        others = np.argsort(-np.where(np.arange(9) == len(expanded), -np.inf, row))[:2]
+        vector = vectors[len(expanded)] + (np.clip(row[others], 0, None) ** 3) @ vectors[others]
+        expanded.append(vector / np.linalg.norm(vector))
+    expanded = np.array(expanded)
+    assert np.allclose(expand_similarity(similarity, 2, 3.0), expanded @ expanded.T, atol=1e-6)
+
+
+def test_setup_expands_only_when_val_gains():
+    # Unexpanded, the best F1 is 8/9 (threshold 0.5 takes the look-alike pair 0-3 with the weak true pair 0-2);
+    # one neighbour lifts 0-2 to 0.848 while 0-3 falls to 0.343: F1 1.
+    assert best_f1(*pair_scores(CHAIN, CHAIN_GROUPS))[0] == pytest.approx(8 / 9)
+    grid = [(0, 1.0), (1, 1.0), (2, 1.0)]
+    assert setup_on_val(lambda w: CHAIN, [None], grid, CHAIN_GROUPS) == (None, (1, 1.0))
+    # Separable already: no expansion (the tie goes to the first grid entry).
+    separable = np.where(CHAIN_GROUPS[:, None] == CHAIN_GROUPS[None, :], 0.9, 0.1)
+    assert setup_on_val(lambda w: separable, [None], grid, CHAIN_GROUPS) == (None, (0, 1.0))
 
 
 def test_zero_shot_view_is_chosen_on_val_never_on_test():
@@ -209,6 +266,10 @@ def test_eval_config_errors(tmp_path):
     bad.write_text('category_templates = ["a photo"]\n')
     with pytest.raises(EclipError, match="exactly one"):
         load_eval_config(bad)
+    bad.write_text("matching_expansion_neighbours = [0, -1]\n")
+    with pytest.raises(EclipError, match="matching_expansion_neighbours must be >= 0"):
+        load_eval_config(bad)
+    assert load_eval_config().matching_expansions()[:3] == [(0, 1.0), (1, 1.0), (1, 3.0)]
 
 
 def test_caps_keep_whole_groups():
