@@ -48,8 +48,8 @@ def best_f1(scores: np.ndarray, labels: np.ndarray, top_per_positive: int = 50) 
     """-> (the highest F1 over thresholds, that threshold); predicting positive means score >= threshold.
 
     Only the highest-scoring pairs are sorted (whole tie groups, fewer than `top_per_positive` per positive
-    pair): a threshold that predicts m more pairs than those has F1 < 2 P / (m + P), so when the best F1 among
-    them is above that bound it is the best of all; otherwise every pair is sorted. Matching sorts millions
+    pair): any lower threshold predicts m > (their count) pairs, so its F1 = 2 TP / (m + P) <= 2 P / (m + P);
+    when the best F1 among them is above that bound it is the best of all, otherwise every pair is sorted. Matching sorts millions
     of pairs for each setup it tries on val, and this sorts a few percent of them."""
     labels = np.asarray(labels, dtype=bool)
     positives = int(labels.sum())
