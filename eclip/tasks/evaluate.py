@@ -265,10 +265,9 @@ def run_matching(rep: Representation, data: EvalData, config: EvalConfig) -> Tas
         return matching_scores(similarity["val"], groups["val"], similarity["test"], groups["test"],
                                config.matching_neighbours)
 
-    expansions = config.matching_expansions()
-    weight, expansion = setup_on_val(lambda w: similarity_of("val", w), weights, expansions, groups["val"])
+    (weight, expansion), unexpanded = setup_on_val(lambda w: similarity_of("val", w), weights,
+                                                   config.matching_expansions(), groups["val"])
     scores, curve = scored(weight, expansion)
-    unexpanded = setup_on_val(lambda w: similarity_of("val", w), weights, [(0, 1.0)], groups["val"])
     plain = scores if unexpanded == (weight, expansion) else scored(*unexpanded)[0]
     scores.update(expansion_neighbours=expansion[0], expansion_alpha=expansion[1],
                   unexpanded={key: plain[key] for key in ("ap", "f1", "knn_f1")})

@@ -152,16 +152,17 @@ def expand_similarity(similarity: np.ndarray, k: int, alpha: float) -> np.ndarra
 
 
 def setup_on_val(similarity_of, weights: list, expansions: list[tuple[int, float]],
-                 groups: np.ndarray) -> tuple[object, tuple[int, float]]:
-    """The image weight and the expansion (k, alpha) whose val pair F1 is best; `similarity_of(weight)` gives
-    val's (N, N) similarity for a weight. How much each view counts and how far to expand are properties of
-    the catalogue (offers of one product share a photo and word its title differently, distinct products of
-    one line share a title pattern), chosen on val like the threshold. Ties go to the first in grid order."""
-    best, chosen = -1.0, (weights[0], expansions[0])
+                 groups: np.ndarray) -> tuple[tuple, tuple]:
+    """-> ((weight, (k, alpha)) with the best val pair F1 among `expansions`, the best without expansion:
+    (weight, (0, 1.0))). `similarity_of(weight)` gives val's (N, N) similarity for an image weight. How much
+    each view counts and how far to expand are properties of the catalogue (offers of one product share a photo
+    and word its title differently, distinct products of one line share a title pattern), chosen on val like
+    the threshold. Ties go to the first in grid order (weights, then expansions)."""
+    unexpanded = (0, 1.0)
+    f1 = {}
     for weight in weights:
         similarity = similarity_of(weight)
-        for k, alpha in expansions:
-            f1 = best_f1(*pair_scores(expand_similarity(similarity, k, alpha), groups))[0]
-            if f1 > best:
-                best, chosen = f1, (weight, (k, alpha))
-    return chosen
+        for expansion in dict.fromkeys([*expansions, unexpanded]):
+            f1[weight, expansion] = best_f1(*pair_scores(expand_similarity(similarity, *expansion), groups))[0]
+    best = max((setup for setup in f1 if setup[1] in expansions), key=f1.__getitem__)
+    return best, max((setup for setup in f1 if setup[1] == unexpanded), key=f1.__getitem__)

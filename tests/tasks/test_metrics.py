@@ -104,8 +104,9 @@ def test_matching_threshold_comes_from_val_not_test():
 
 
 def _weight_on_val(image, text, groups):
-    weight, expansion = setup_on_val(lambda w: w * image + (1 - w) * text, list(IMAGE_WEIGHTS), [(0, 1.0)], groups)
-    assert expansion == (0, 1.0)
+    (weight, expansion), unexpanded = setup_on_val(lambda w: w * image + (1 - w) * text, list(IMAGE_WEIGHTS),
+                                                   [(0, 1.0)], groups)
+    assert expansion == (0, 1.0) and unexpanded == (weight, expansion)
     return weight
 
 
@@ -156,10 +157,12 @@ def test_setup_expands_only_when_val_gains():
     # one neighbour lifts 0-2 to 0.848 while 0-3 falls to 0.343: F1 1.
     assert best_f1(*pair_scores(CHAIN, CHAIN_GROUPS))[0] == pytest.approx(8 / 9)
     grid = [(0, 1.0), (1, 1.0), (2, 1.0)]
-    assert setup_on_val(lambda w: CHAIN, [None], grid, CHAIN_GROUPS) == (None, (1, 1.0))
+    assert setup_on_val(lambda w: CHAIN, [None], grid, CHAIN_GROUPS) == ((None, (1, 1.0)), (None, (0, 1.0)))
+    # Without k = 0 in the grid the expanded choice still comes from the grid, the unexpanded one is still scored.
+    assert setup_on_val(lambda w: CHAIN, [None], [(2, 1.0)], CHAIN_GROUPS) == ((None, (2, 1.0)), (None, (0, 1.0)))
     # Separable already: no expansion (the tie goes to the first grid entry).
     separable = np.where(CHAIN_GROUPS[:, None] == CHAIN_GROUPS[None, :], 0.9, 0.1)
-    assert setup_on_val(lambda w: separable, [None], grid, CHAIN_GROUPS) == (None, (0, 1.0))
+    assert setup_on_val(lambda w: separable, [None], grid, CHAIN_GROUPS)[0] == (None, (0, 1.0))
 
 
 def test_zero_shot_view_is_chosen_on_val_never_on_test():
