@@ -134,7 +134,8 @@ def clean_source(folder: Path, limit: int | None) -> Path:
     shutil.rmtree(staging / "prepared")
     # Cleaned afresh on every run, so the source follows the current `prepare`; an unchanged result keeps the
     # old folder (and its file times), so the offers made from it are reused.
-    if (folder / "catalog.csv").is_file() and filecmp.cmp(folder / "catalog.csv", staging / "catalog.csv", shallow=False):
+    previous = folder / "catalog.csv"
+    if previous.is_file() and filecmp.cmp(previous, staging / "catalog.csv", shallow=False):
         shutil.rmtree(staging)
         return folder
     shutil.rmtree(folder, ignore_errors=True)

@@ -49,8 +49,8 @@ def best_f1(scores: np.ndarray, labels: np.ndarray, top_per_positive: int = 50) 
 
     Only the highest-scoring pairs are sorted (whole tie groups, fewer than `top_per_positive` per positive
     pair): any lower threshold predicts m > (their count) pairs, so its F1 = 2 TP / (m + P) <= 2 P / (m + P);
-    when the best F1 among them is above that bound it is the best of all, otherwise every pair is sorted. Matching sorts millions
-    of pairs for each setup it tries on val, and this sorts a few percent of them."""
+    when the best F1 among them is above that bound it is the best of all, otherwise every pair is sorted.
+    Matching sorts millions of pairs for each setup it tries on val, and this sorts a few percent of them."""
     labels = np.asarray(labels, dtype=bool)
     positives = int(labels.sum())
     cut = top_per_positive * max(positives, 1)
