@@ -25,6 +25,10 @@ class DualEncoder(nn.Module):
         self.text_projection = nn.Linear(text_encoder.width, config.embed_dim, bias=False)
         nn.init.normal_(self.image_projection.weight, std=self.visual.width ** -0.5)
         nn.init.normal_(self.text_projection.weight, std=text_encoder.width ** -0.5)
+        self.lexical = None
+        if config.text.lexical:  # starts at zero: the text vector begins as the tower's alone
+            self.lexical = nn.Embedding(text_encoder.bert.config.vocab_size, config.embed_dim)
+            nn.init.zeros_(self.lexical.weight)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
         self.logit_bias = nn.Parameter(torch.tensor(config.init_logit_bias))
 
@@ -40,18 +44,24 @@ class DualEncoder(nn.Module):
         return F.normalize(self.image_projection(self.visual(pixels)), dim=-1)  # (B, D)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.project_text(self.text(input_ids, attention_mask))  # (B, D)
+        return self.project_text(self.text(input_ids, attention_mask), input_ids, attention_mask)  # (B, D)
 
-    def project_text(self, text_features: torch.Tensor) -> torch.Tensor:
-        """Pooled text-tower features (B, W) -> (B, D): all that trains when the text tower is locked."""
-        return F.normalize(self.text_projection(text_features), dim=-1)
+    def project_text(self, text_features: torch.Tensor, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled text-tower features (B, W) and the title's tokens (B, L) -> (B, D): all that trains when the
+        text tower is locked."""
+        text = self.text_projection(text_features)  # (B, D)
+        if self.lexical is not None:
+            mask = attention_mask.unsqueeze(-1).to(text.dtype)  # (B, L, 1)
+            text = text + (self.lexical(input_ids) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        return F.normalize(text, dim=-1)
 
     def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, text_features: torch.Tensor | None = None,
                 second_view: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """-> (image (B, D), text (B, D)) and, given a second augmented view, its image embedding (B, D).
-        The text comes as token ids and mask, or as cached features of a locked text tower."""
-        text = (self.project_text(text_features) if text_features is not None
+        The text comes as token ids and mask, with the cached features of a locked text tower when it has them."""
+        text = (self.project_text(text_features, input_ids, attention_mask) if text_features is not None
                 else self.encode_text(input_ids, attention_mask))
         if second_view is None:
             return self.encode_image(pixels), text

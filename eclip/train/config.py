@@ -42,6 +42,9 @@ class TextConfig:
     # Embeddings and the lowest N layers stay fixed (faster, keeps the pretrained lexicon); -1 or the depth locks
     # the whole tower (LiT): its features are then computed once per title and only the projection trains.
     frozen_layers: int = 0
+    # A trainable embedding per word piece, averaged over the title and added to the projected tower output: a
+    # lexical path beside the (locked) tower, which reads exact words that its mean-pooled sentence vector blurs.
+    lexical: bool = False
     # From scratch only:
     vocab_size: int = 8000
     width: int = 256

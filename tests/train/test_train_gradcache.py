@@ -83,19 +83,23 @@ def test_single_micro_batch_is_a_plain_step():
     assert max_relative_error(got, expected) == 0.0
 
 
+@pytest.mark.parametrize("lexical", [False, True], ids=["tower only", "lexical path"])
 @pytest.mark.parametrize("mask_ratio", [0.0, 0.5], ids=["all patches", "FLIP masking"])
-def test_locked_text_features_and_conv_stem(mask_ratio):
-    model = tiny_model(dropout=0.0, stem="conv", mask_ratio=mask_ratio)
+def test_locked_text_features_and_conv_stem(mask_ratio, lexical):
+    model = tiny_model(dropout=0.0, stem="conv", mask_ratio=mask_ratio, lexical=lexical)
     model.text.requires_grad_(False)
+    if lexical:  # trained a little already, so that it changes the text vectors and their gradients
+        torch.nn.init.normal_(model.lexical.weight, std=0.1)
     batch = tiny_batch(BATCH, groups=GROUPS)
     with torch.no_grad():
-        batch["text_features"] = model.text(batch.pop("input_ids"), batch.pop("attention_mask"))
+        batch["text_features"] = model.text(batch["input_ids"], batch["attention_mask"])
     micro_batches = split(batch, MICRO)
     objective = Objective("eclip")
     expected = full_batch_gradients(model, batch, objective, micro_batches, seed=0)
     got, _ = cached_gradients(model, batch, objective, micro_batches, seed=0)
     assert not any(name.startswith("text.") for name in got)
     assert "text_projection.weight" in got
+    assert ("lexical.weight" in got) == lexical
     assert max_relative_error(got, expected) < 1e-5
 
 

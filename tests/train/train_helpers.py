@@ -12,16 +12,18 @@ import torch
 
 from eclip.models import DualEncoder
 from eclip.models.text import TextEncoder, bert_from_config
-from eclip.train.config import ModelConfig, VisionConfig
+from eclip.train.config import ModelConfig, TextConfig, VisionConfig
 
 VOCAB = 64
 
 
-def tiny_model(seed: int = 0, dropout: float = 0.1, stem: str = "patch", mask_ratio: float = 0.0) -> DualEncoder:
+def tiny_model(seed: int = 0, dropout: float = 0.1, stem: str = "patch", mask_ratio: float = 0.0,
+               lexical: bool = False) -> DualEncoder:
     """A 16 px ViT and a 2-layer BERT over a fixed 64-token vocabulary: the same weights in every process."""
     torch.manual_seed(seed)
     config = ModelConfig(embed_dim=16, vision=VisionConfig(image_size=16, patch_size=4, stem=stem, width=32, depth=2,
-                                                           heads=2, dropout=dropout, mask_ratio=mask_ratio))
+                                                           heads=2, dropout=dropout, mask_ratio=mask_ratio),
+                         text=TextConfig(lexical=lexical))
     bert = bert_from_config(dict(model_type="bert", vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=32,
                                  hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
