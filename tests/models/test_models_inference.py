@@ -35,8 +35,8 @@ def write_run_dir(run_dir, text_model: str = "scratch", lexical: bool = False) -
     """What `eclip train` leaves for inference, with every weight moved off its initial value."""
     torch.manual_seed(0)
     model_config = ModelConfig(embed_dim=24, vision=VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
-                               text=TextConfig(model=text_model, vocab_size=200, width=32, depth=1, heads=2, max_length=16,
-                                               lexical=lexical))
+                               text=TextConfig(model=text_model, vocab_size=200, width=32, depth=1, heads=2,
+                                               max_length=16, lexical=lexical))
     model, hf_text_config = build_model(model_config, TITLES * 10)
     with torch.no_grad():
         for parameter in model.parameters():
