@@ -15,6 +15,7 @@ from eclip.errors import EclipError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 OBJECTIVES = ("clip", "eclip", "siglip")
+PRECISION_CHOICES = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass
@@ -88,7 +89,10 @@ class TrainConfig:
     category_fraction: float = 0.5  # share of each batch drawn category by category; the rest at random
     group_batches: bool = False  # keep the offers of a catalog group in one batch (soft labels then act)
     text_column: str = "title"
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a grad scaler on CUDA)
+    precision: str = field(default="fp32", metadata={
+        "choices": PRECISION_CHOICES,
+        "help": "autocast of the towers; fp16 uses a grad scaler on CUDA; auto = bf16 where the device computes it "
+                "natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32"})
     device: str = "cpu"  # cpu | cuda
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
     seed: int = 0
@@ -115,7 +119,7 @@ class Config:
             (t.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, got {t.objective!r}"),
             (t.batch_schedule in ("constant", "cosine"), f"batch_schedule must be constant or cosine, got {t.batch_schedule!r}"),
             (t.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {t.lr_schedule!r}"),
-            (t.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {t.precision!r}"),
+            (t.precision in PRECISION_CHOICES, f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {t.precision!r}"),
             (t.device in ("cpu", "cuda"), f"device must be cpu or cuda, got {t.device!r}"),
             (t.steps > 0 and t.batch_size > 0, "steps and batch_size must be positive"),
             (0 <= t.batch_size_start <= t.batch_size, "batch_size_start must be between 0 and batch_size"),

