@@ -88,6 +88,7 @@ class TrainConfig:
     category_batches: bool = False  # fill batches from a few categories at a time (hard negatives)
     category_fraction: float = 0.5  # share of each batch drawn category by category; the rest at random
     group_batches: bool = False  # keep the offers of a catalog group in one batch (soft labels then act)
+    group_fraction: float = 1.0  # with group_batches: the share of the groups kept together, drawn each epoch
     text_column: str = "title"
     precision: str = field(default="fp32", metadata={
         "choices": PRECISION_CHOICES,
@@ -124,6 +125,7 @@ class Config:
             (t.steps > 0 and t.batch_size > 0, "steps and batch_size must be positive"),
             (0 <= t.batch_size_start <= t.batch_size, "batch_size_start must be between 0 and batch_size"),
             (t.micro_batch_size >= 0, "micro_batch_size must be >= 0"),
+            (0 < t.group_fraction <= 1, "group_fraction must be in (0, 1]"),
             (t.batch_size_multiple >= 0, "batch_size_multiple must be >= 0"),
             (0 <= t.unmasked_steps <= t.steps, "unmasked_steps must be between 0 and steps"),
             (0 <= self.model.vision.mask_ratio < 1, "vision mask_ratio must be in [0, 1)"),

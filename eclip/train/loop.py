@@ -161,7 +161,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=t.lr, betas=(0.9, 0.98), eps=1e-6)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16" and device.type == "cuda")
     stream = BatchStream(len(dataset), t.seed, dataset.categories if t.category_batches else None,
-                         t.category_fraction, dataset.groups if t.group_batches else None)
+                         t.category_fraction, dataset.groups if t.group_batches else None, t.group_fraction)
     start_step = 0
     if saved:
         state = load_checkpoint(saved[-1])

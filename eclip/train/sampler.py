@@ -7,7 +7,9 @@ fraction x B items from a few categories (hard negatives) and the rest from anyw
 offers of one catalog group are then pulled together at the place of the group's first offer, so that a batch
 holds whole groups (except where a group straddles two batches) and the catalogue soft labels of the `eclip`
 objective act on every offer that has a sibling; uniform batches of B out of N pairs meet a sibling only about
-B / N of the time. Batches are windows of the stream, so the batch size may change from step to step.
+B / N of the time; `group_fraction` pulls together only that share of the groups (drawn anew each epoch), so a
+batch keeps more distinct products. Batches are windows of the stream, so the batch size may change from step to
+step.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ import numpy as np
 
 class BatchStream:
     def __init__(self, size: int, seed: int, categories: np.ndarray | None = None, category_fraction: float = 0.0,
-                 groups: np.ndarray | None = None):
+                 groups: np.ndarray | None = None, group_fraction: float = 1.0):
         """size: number of pairs; categories: (size,) integer category codes, or None for plain shuffling;
-        groups: (size,) integer catalog group codes to keep together, or None."""
+        groups: (size,) integer catalog group codes to keep together, or None; group_fraction: the share of the
+        groups kept together."""
         if size <= 0:
             raise ValueError("cannot sample batches from an empty set")
         self.size = size
         self.seed = seed
         self.categories = categories
         self.groups = groups
+        self.group_fraction = group_fraction
         self.category_fraction = category_fraction if categories is not None else 0.0
         self.epoch = 0
         self.cursor = 0
@@ -37,9 +41,12 @@ class BatchStream:
             return order
         position = np.empty(self.size, dtype=np.int64)
         position[order] = np.arange(self.size)
-        first = np.full(int(self.groups.max()) + 1, self.size, dtype=np.int64)
+        n_groups = int(self.groups.max()) + 1
+        first = np.full(n_groups, self.size, dtype=np.int64)
         np.minimum.at(first, self.groups, position)  # each group's earliest place in the shuffled order
-        return order[np.argsort(first[self.groups[order]], kind="stable")]
+        gathered = np.random.default_rng([self.seed, epoch, 1]).random(n_groups) < self.group_fraction
+        place = np.where(gathered[self.groups], first[self.groups], position)  # the others keep their own place
+        return order[np.argsort(place[order], kind="stable")]
 
     def _shuffled(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch])

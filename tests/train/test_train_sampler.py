@@ -68,6 +68,9 @@ def test_group_batches_keep_catalog_groups_together():
     plain = _siblings_in_batch(BatchStream(len(groups), seed=0), groups, 64, 30)
     together = _siblings_in_batch(BatchStream(len(groups), seed=0, groups=groups), groups, 64, 30)
     assert plain < 0.1 and together > 0.9  # only groups cut by a batch boundary lose their sibling
+    half = BatchStream(len(groups), seed=0, groups=groups, group_fraction=0.5)
+    assert sorted(half._order) == list(range(len(groups)))
+    assert 0.35 < _siblings_in_batch(half, groups, 64, 30) < 0.65
 
 
 def test_group_batches_are_deterministic_and_resumable():
