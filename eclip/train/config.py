@@ -88,7 +88,8 @@ class TrainConfig:
     category_batches: bool = False  # fill batches from a few categories at a time (hard negatives)
     category_fraction: float = 0.5  # share of each batch drawn category by category; the rest at random
     group_batches: bool = False  # keep the offers of a catalog group in one batch (soft labels then act)
-    group_fraction: float = 1.0  # with group_batches: the share of the groups kept together, drawn each epoch
+    group_fraction: float = field(default=1.0, metadata={
+        "help": "with --group-batches: the share of the catalog groups kept together in a batch, drawn each epoch"})
     text_column: str = "title"
     precision: str = field(default="fp32", metadata={
         "choices": PRECISION_CHOICES,
