@@ -25,7 +25,7 @@ class EvalConfig:
     category_templates: list[str] = field(default_factory=lambda: ["{}"])
     attribute_templates: list[str] = field(default_factory=lambda: ["{}"])
     zeroshot_view: str = "auto"
-    probe_c: float = 10.0
+    probe_cs: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0])
     probe_max_iter: int = 150
     probe_max_train: int = 6000
     probe_view: str = "fused"
@@ -58,8 +58,9 @@ class EvalConfig:
              bool(self.category_templates) and bool(self.attribute_templates), "every prompt template needs exactly one {}"),
             (bool(self.recall_ks) and min(self.recall_ks) >= 1 and self.curve_max_k >= max(self.recall_ks),
              "recall_ks must be positive and at most curve_max_k"),
-            (self.batch_size > 0 and self.probe_max_iter > 0 and self.probe_max_train > 1 and self.probe_c > 0,
-             "batch_size, probe_max_iter, probe_max_train and probe_c must be positive"),
+            (self.batch_size > 0 and self.probe_max_iter > 0 and self.probe_max_train > 1 and bool(self.probe_cs)
+             and min(self.probe_cs, default=0) > 0,
+             "batch_size, probe_max_iter, probe_max_train and every probe_cs value must be positive (probe_cs not empty)"),
             (self.matching_neighbours >= 1 and self.pair_max_products >= 2, "matching_neighbours >= 1, pair_max_products >= 2"),
             (bool(self.matching_expansion_neighbours) and min(self.matching_expansion_neighbours) >= 0 and
              bool(self.matching_expansion_alphas) and min(self.matching_expansion_alphas) > 0,

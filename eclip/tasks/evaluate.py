@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from sklearn.metrics import roc_auc_score
 
 from eclip.data.store import check_complete, read_products
 from eclip.errors import EclipError
@@ -22,7 +23,7 @@ from eclip.tasks.clustering import clustering_scores
 from eclip.tasks.config import EvalConfig, to_dict
 from eclip.tasks.embeddings import SPLITS, Representation, tower_representation
 from eclip.tasks.matching import IMAGE_WEIGHTS, expand_similarity, matching_scores, setup_on_val
-from eclip.tasks.probe import classification_scores, fit_probe
+from eclip.tasks.probe import classification_scores, select_probe
 from eclip.tasks.retrieval import retrieval_scores
 from eclip.tasks.zeroshot import prompt_classifier, zero_shot_predict
 
@@ -110,10 +111,20 @@ def _level(path: str | None, level: int | None) -> str | None:
     return LEVEL_SEPARATOR.join(parts[:level]) if len(parts) >= level else None
 
 
-def _classify(rep: Representation, data: EvalData, config: EvalConfig, train_labels, test_labels, views: list[str],
-              zero_shot_names: list[str] | None, prompt_fields: dict, templates: list[str]) -> TaskOutput:
-    """Zero-shot (when the representation encodes text) and probe on each of `views` for one labelling."""
+def _val_rows(rep: Representation, val_labels) -> np.ndarray:
+    """Labelled val rows, none when the labels or the representation's val vectors are missing."""
+    if val_labels is None or "val" not in rep.views:
+        return np.array([], dtype=int)
+    return np.flatnonzero(_labelled(val_labels))
+
+
+def _classify(rep: Representation, data: EvalData, config: EvalConfig, train_labels, val_labels, test_labels,
+              views: list[str], zero_shot_names: list[str] | None, prompt_fields: dict, templates: list[str],
+              probe_metric: str) -> TaskOutput:
+    """Zero-shot (when the representation encodes text) and probe on each of `views` for one labelling; each
+    probe's C is the one of `probe_cs` with the best `probe_metric` (a classification_scores key) on val."""
     train_rows, test_rows = np.flatnonzero(_labelled(train_labels)), np.flatnonzero(_labelled(test_labels))
+    val_rows = _val_rows(rep, val_labels)
     truth = test_labels[test_rows].astype(str)
     output = TaskOutput({})
     if zero_shot_names is not None and rep.encode_text is not None:
@@ -125,11 +136,16 @@ def _classify(rep: Representation, data: EvalData, config: EvalConfig, train_lab
                                                                  classes)) for view in views}
     if len(set(train_labels[train_rows])) >= 2:
         output.scores["probe"] = {}
+        def val_score(truth, probe, features):
+            return classification_scores(truth, probe.predict(features))[probe_metric]
+
         for view in views:
-            probe = fit_probe(rep.views["train"][view][train_rows], train_labels[train_rows].astype(str),
-                              config.probe_c, config.probe_max_iter)
+            probe = select_probe(rep.views["train"][view][train_rows], train_labels[train_rows].astype(str),
+                                 rep.views["val"][view][val_rows] if len(val_rows) else None,
+                                 val_labels[val_rows].astype(str) if len(val_rows) else None,
+                                 config.probe_cs, config.probe_max_iter, val_score)
             predicted = probe.predict(rep.views["test"][view][test_rows])
-            output.scores["probe"][view] = classification_scores(truth, predicted)
+            output.scores["probe"][view] = {**classification_scores(truth, predicted), "c": float(probe.C)}
             output.probes[view] = probe
             output.curves[view] = (truth, predicted)
     return output
@@ -157,12 +173,13 @@ def _headline_view(rep: Representation, preferred: str) -> str:
     return preferred if preferred in rep.view_names() else rep.primary
 
 
-SUMMARY_KEYS = ("top1", "weighted_f1", "macro_f1")
+SUMMARY_KEYS = ("top1", "weighted_f1", "macro_f1", "c")
 
 
 def _summarize(by_view: dict, view: str, keep_views: bool = True) -> dict:
-    """{top1, weighted_f1, macro_f1, view} of the headline view, plus every view's scores under by_view."""
-    summary = {**{k: by_view[view][k] for k in SUMMARY_KEYS}, "view": view}
+    """{top1, weighted_f1, macro_f1, view} (and the probe's c) of the headline view, plus every view's scores
+    under by_view."""
+    summary = {**{k: by_view[view][k] for k in SUMMARY_KEYS if k in by_view[view]}, "view": view}
     return {**summary, "by_view": by_view} if keep_views else summary
 
 
@@ -179,19 +196,22 @@ def run_category(rep: Representation, data: EvalData, config: EvalConfig) -> Tas
     headline = {"zeroshot": _zero_shot_view(rep, config, train_paths, val_paths, names, {}, config.category_templates),
                 "probe": _headline_view(rep, config.probe_view)}
 
-    def classify(train_labels, test_labels, views):
+    def classify(train_labels, val_labels, test_labels, views):
         level_names = {p: p.split(LEVEL_SEPARATOR)[-1] for p in set(train_labels) | set(test_labels) if p}
-        return _classify(rep, data, config, train_labels, test_labels, views, level_names, {},
-                         config.category_templates)
+        return _classify(rep, data, config, train_labels, val_labels, test_labels, views, level_names, {},
+                         config.category_templates, "weighted_f1")
 
-    leaf = classify(train_paths, test_paths, rep.view_names() if rep.every_view else sorted(set(headline.values())))
+    leaf = classify(train_paths, val_paths, test_paths,
+                    rep.view_names() if rep.every_view else sorted(set(headline.values())))
     scores = {kind: _summarize(by_view, headline[kind]) for kind, by_view in leaf.scores.items()}
     scores["levels"] = {}
     for level in range(1, depth + 1):
         train_labels = np.array([_level(p, level) for p in train_paths], dtype=object)
         test_labels = np.array([_level(p, level) for p in test_paths], dtype=object)
+        val_labels = np.array([_level(p, level) for p in val_paths], dtype=object) if val_paths is not None else None
         same_as_leaf = list(train_labels) == list(train_paths) and list(test_labels) == list(test_paths)
-        output = leaf if same_as_leaf else classify(train_labels, test_labels, sorted(set(headline.values())))
+        output = leaf if same_as_leaf else classify(train_labels, val_labels, test_labels,
+                                                    sorted(set(headline.values())))
         scores["levels"][str(level)] = {kind: _summarize(by_view, headline[kind], keep_views=False)
                                         for kind, by_view in output.scores.items()}
     labelled = _labelled(test_paths)
@@ -214,10 +234,11 @@ def run_attributes(rep: Representation, data: EvalData, config: EvalConfig) -> T
         values = {v: v for v in set(known) if v}
         zs_view = _zero_shot_view(rep, config, train_labels, val_labels, values, {"name": name},
                                   config.attribute_templates)
-        output = _classify(rep, data, config, train_labels, test_labels, sorted({view, zs_view}), values,
-                           {"name": name}, config.attribute_templates)
+        output = _classify(rep, data, config, train_labels, val_labels, test_labels, sorted({view, zs_view}),
+                           values, {"name": name}, config.attribute_templates, "macro_f1")
         entry = {"probe_macro_f1": output.scores["probe"][view]["macro_f1"],
                  "probe_top1": output.scores["probe"][view]["top1"],
+                 "probe_c": output.scores["probe"][view]["c"],
                  "classes": output.scores["probe"][view]["classes"],
                  "test_products": output.scores["probe"][view]["test_products"]}
         if "zeroshot" in output.scores:
@@ -305,11 +326,19 @@ def run_adult(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOu
     if len(set(train_y)) < 2 or len(set(test_y)) < 2:
         raise SkipTask("the adult column is empty or one-valued in train or test")
     view = rep.primary
-    probe = fit_probe(rep.views["train"][view][known["train"]], train_y, config.probe_c, config.probe_max_iter)
-    scores, curve = adult_scores(probe.predict_proba(rep.views["test"][view][known["test"]])[:, 1], test_y)
     val_y = labels["val"][known["val"]].astype(bool)
+    two_valued = len(set(val_y)) == 2 and "val" in rep.views  # AUC, which chooses C, needs both values
+
+    def val_auc(truth, probe, features):
+        return roc_auc_score(truth, probe.predict_proba(features)[:, 1])
+
+    probe = select_probe(rep.views["train"][view][known["train"]], train_y,
+                         rep.views["val"][view][known["val"]] if two_valued else None, val_y if two_valued else None,
+                         config.probe_cs, config.probe_max_iter, val_auc)
+    scores, curve = adult_scores(probe.predict_proba(rep.views["test"][view][known["test"]])[:, 1], test_y)
+    scores["probe_c"] = float(probe.C)
     threshold = 0.5
-    if val_y.any():  # the decision threshold `eclip predict` applies: 90% recall on val
+    if val_y.any() and "val" in rep.views:  # the decision threshold `eclip predict` applies: 90% recall on val
         val_scores = probe.predict_proba(rep.views["val"][view][known["val"]])[:, 1]
         threshold = precision_at_recall(val_scores, val_y, 0.9)[1]
     return TaskOutput(scores, {"pr": curve}, {"adult": probe, "adult_threshold": threshold})

@@ -19,7 +19,7 @@ from eclip.tasks.evaluate import _whole_groups, _zero_shot_view
 from eclip.tasks.heads import apply_head, load_heads, save_heads
 from eclip.tasks.matching import (IMAGE_WEIGHTS, average_precision, best_f1, best_knn_threshold, expand_similarity,
                                   f1_at, knn_f1, matching_scores, pair_scores, setup_on_val)
-from eclip.tasks.probe import classification_scores
+from eclip.tasks.probe import classification_scores, fit_probe, select_probe
 from eclip.tasks.report import headline_rows, lookup
 from eclip.tasks.retrieval import recall_curve, retrieval_scores
 from eclip.tasks.zeroshot import class_prompts, name_variants, prompt_classifier, zero_shot_predict
@@ -183,6 +183,29 @@ def test_zero_shot_view_is_chosen_on_val_never_on_test():
     assert pick("auto", np.array([None, None], dtype=object)) == "fused"  # nothing labelled on val: the default
 
 
+def test_probe_strength_is_chosen_on_val():
+    # Two well-separated classes, one four times rarer. A very strong regularization (C = 1e-4) shrinks the
+    # weights to nothing and predicts the majority class everywhere; C = 10 separates them. The choice must be
+    # the C with the best val score, fit on train alone.
+    rng = np.random.default_rng(0)
+
+    def draw(n_common, n_rare):
+        points = np.vstack([rng.normal([1, 0], 0.2, (n_common, 2)), rng.normal([0, 1], 0.2, (n_rare, 2))])
+        return points, np.array(["common"] * n_common + ["rare"] * n_rare)
+
+    (train_x, train_y), (val_x, val_y) = draw(80, 20), draw(40, 10)
+    macro = lambda truth, probe, x: classification_scores(truth, probe.predict(x))["macro_f1"]  # noqa: E731
+    chosen = select_probe(train_x, train_y, val_x, val_y, [10.0, 1e-4], 100, macro)
+    assert chosen.C == 10.0
+    assert np.allclose(chosen.coef_, fit_probe(train_x, train_y, 10.0, 100).coef_)
+    assert set(fit_probe(train_x, train_y, 1e-4, 100).predict(val_x)) == {"common"}  # why 1e-4 loses
+    # Ties go to the smaller C; without val labels the middle of the sorted list is fit alone.
+    by_c = {1.0: 0.2, 10.0: 0.9, 100.0: 0.9, 1000.0: 0.1}
+    assert select_probe(train_x, train_y, val_x, val_y, [1000.0, 100.0, 10.0, 1.0], 100,
+                        lambda truth, probe, x: by_c[probe.C]).C == 10.0
+    assert select_probe(train_x, train_y, None, None, [1000.0, 100.0, 10.0, 1.0], 100, macro).C == 100.0
+
+
 def test_precision_at_recall_90_by_hand():
     scores, labels = np.array([0.9, 0.8, 0.7, 0.6, 0.5]), np.array([True, False, True, True, False])
     # All 3 positives are found first at threshold 0.6, with 4 predicted.
@@ -271,6 +294,9 @@ def test_eval_config_errors(tmp_path):
         load_eval_config(bad)
     bad.write_text("matching_expansion_neighbours = [0, -1]\n")
     with pytest.raises(EclipError, match="matching_expansion_neighbours must be >= 0"):
+        load_eval_config(bad)
+    bad.write_text("probe_cs = []\n")
+    with pytest.raises(EclipError, match="probe_cs not empty"):
         load_eval_config(bad)
     assert load_eval_config().matching_expansions()[:3] == [(0, 1.0), (1, 1.0), (1, 3.0)]
 
