@@ -282,7 +282,8 @@ def _add_predict(sub) -> None:
     p = sub.add_parser(
         "predict", help="label one product (category, attributes or adult) with the heads `eclip eval` saved",
         description="Embed one image and title with the model of RUN_DIR and apply the task head fitted by "
-                    "`eclip eval` (RUN_DIR/heads).")
+                    "`eclip eval` (RUN_DIR/heads). Each head reads the image, text or fused vector (chosen on val "
+                    "by `eclip eval`); give the inputs its vector needs (an error names them).")
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a run evaluated by `eclip eval`")
     p.add_argument("--task", required=True, choices=["category", "attributes", "adult"])
     p.add_argument("--image", type=Path, help="the product image (any format PIL reads)")

@@ -178,17 +178,18 @@ class SearchEngine:
     # ------------------------------------------------------------ classification
     def classify(self, image_vector: np.ndarray | None, text_vector: np.ndarray | None, top: int = 5) -> dict:
         """Category (with scores), attributes and adult score: the task heads of RUN_DIR/heads when they exist and
-        their view is available, else a zero-shot category from the served category names."""
-        from eclip.tasks.heads import apply_head
+        every vector they read is available, else a zero-shot category from the served category names."""
+        from eclip.tasks.heads import apply_head, head_view
 
         available = {"image": image_vector, "text": text_vector,
                      "fused": fuse(image_vector[None], text_vector[None])[0]
                      if image_vector is not None and text_vector is not None else None}
-        if self.heads is not None and available[self.heads[0]["view"]] is not None:
+        views = {name: head_view(self.heads[0], name) for name in self.heads[0]["heads"]} if self.heads else {}
+        if views and all(available[view] is not None for view in views.values()):
             meta, tensors = self.heads
-            features = available[meta["view"]]
-            answer = {"method": "heads", "view": meta["view"], "category": [], "attributes": {}, "adult": None}
-            for name in meta["heads"]:
+            answer = {"method": "heads", "views": views, "category": [], "attributes": {}, "adult": None}
+            for name, view in views.items():
+                features = available[view]
                 scored = [{"label": str(label), "score": round(p, 6)} for label, p in apply_head(meta, tensors, name, features)]
                 if name == "category":
                     answer["category"] = scored[:top]

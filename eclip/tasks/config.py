@@ -28,7 +28,7 @@ class EvalConfig:
     probe_cs: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0])
     probe_max_iter: int = 150
     probe_max_train: int = 6000
-    probe_view: str = "fused"
+    probe_view: str = "auto"
     recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     curve_max_k: int = 50
     matching_neighbours: int = 50
@@ -53,7 +53,7 @@ class EvalConfig:
             (set(self.baselines) <= set(BASELINES), f"unknown baseline(s) {', '.join(sorted(set(self.baselines) - set(BASELINES)))}; "
                                                     f"choose from {', '.join(BASELINES)}"),
             (self.zeroshot_view in VIEWS + ("auto",), f"zeroshot_view must be auto or one of {', '.join(VIEWS)}"),
-            (self.probe_view in VIEWS, f"probe_view must be one of {', '.join(VIEWS)}"),
+            (self.probe_view in VIEWS + ("auto",), f"probe_view must be auto or one of {', '.join(VIEWS)}"),
             (all(t.count("{}") == 1 for t in self.category_templates + self.attribute_templates) and
              bool(self.category_templates) and bool(self.attribute_templates), "every prompt template needs exactly one {}"),
             (bool(self.recall_ks) and min(self.recall_ks) >= 1 and self.curve_max_k >= max(self.recall_ks),

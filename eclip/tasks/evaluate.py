@@ -140,12 +140,13 @@ def _classify(rep: Representation, data: EvalData, config: EvalConfig, train_lab
             return classification_scores(truth, probe.predict(features))[probe_metric]
 
         for view in views:
-            probe = select_probe(rep.views["train"][view][train_rows], train_labels[train_rows].astype(str),
-                                 rep.views["val"][view][val_rows] if len(val_rows) else None,
-                                 val_labels[val_rows].astype(str) if len(val_rows) else None,
-                                 config.probe_cs, config.probe_max_iter, val_score)
+            probe, on_val = select_probe(rep.views["train"][view][train_rows], train_labels[train_rows].astype(str),
+                                         rep.views["val"][view][val_rows] if len(val_rows) else None,
+                                         val_labels[val_rows].astype(str) if len(val_rows) else None,
+                                         config.probe_cs, config.probe_max_iter, val_score)
             predicted = probe.predict(rep.views["test"][view][test_rows])
-            output.scores["probe"][view] = {**classification_scores(truth, predicted), "c": float(probe.C)}
+            output.scores["probe"][view] = {**classification_scores(truth, predicted), "c": float(probe.C),
+                                            "val_score": on_val}
             output.probes[view] = probe
             output.curves[view] = (truth, predicted)
     return output
@@ -173,6 +174,20 @@ def _headline_view(rep: Representation, preferred: str) -> str:
     return preferred if preferred in rep.view_names() else rep.primary
 
 
+def _probe_views(rep: Representation, config: EvalConfig) -> list[str]:
+    """The views a head is fit on: every view with probe_view "auto" (one is then chosen on val), else the one."""
+    return rep.view_names() if config.probe_view == "auto" else [_headline_view(rep, config.probe_view)]
+
+
+def _probe_view(rep: Representation, config: EvalConfig, val_scores: dict) -> str:
+    """The view a head reads: the configured one, or with "auto" the view whose probe scored best on val
+    (`val_scores`: view -> score or None; ties: fused, text, image; no val score at all: fused)."""
+    if config.probe_view != "auto":
+        return _headline_view(rep, config.probe_view)
+    scored = [view for view in ("fused", "text", "image") if val_scores.get(view) is not None]
+    return max(scored, key=lambda view: val_scores[view]) if scored else _headline_view(rep, "fused")
+
+
 SUMMARY_KEYS = ("top1", "weighted_f1", "macro_f1", "c")
 
 
@@ -193,8 +208,7 @@ def run_category(rep: Representation, data: EvalData, config: EvalConfig) -> Tas
     names = {p: p.split(LEVEL_SEPARATOR)[-1] for p in np.concatenate([train_paths, test_paths]) if p}
     if val_paths is not None:
         names.update({p: p.split(LEVEL_SEPARATOR)[-1] for p in val_paths if p})
-    headline = {"zeroshot": _zero_shot_view(rep, config, train_paths, val_paths, names, {}, config.category_templates),
-                "probe": _headline_view(rep, config.probe_view)}
+    headline = {"zeroshot": _zero_shot_view(rep, config, train_paths, val_paths, names, {}, config.category_templates)}
 
     def classify(train_labels, val_labels, test_labels, views):
         level_names = {p: p.split(LEVEL_SEPARATOR)[-1] for p in set(train_labels) | set(test_labels) if p}
@@ -202,7 +216,9 @@ def run_category(rep: Representation, data: EvalData, config: EvalConfig) -> Tas
                          config.category_templates, "weighted_f1")
 
     leaf = classify(train_paths, val_paths, test_paths,
-                    rep.view_names() if rep.every_view else sorted(set(headline.values())))
+                    rep.view_names() if rep.every_view else sorted({headline["zeroshot"], *_probe_views(rep, config)}))
+    headline["probe"] = _probe_view(rep, config, {view: scores["val_score"]
+                                                  for view, scores in leaf.scores.get("probe", {}).items()})
     scores = {kind: _summarize(by_view, headline[kind]) for kind, by_view in leaf.scores.items()}
     scores["levels"] = {}
     for level in range(1, depth + 1):
@@ -217,12 +233,12 @@ def run_category(rep: Representation, data: EvalData, config: EvalConfig) -> Tas
     labelled = _labelled(test_paths)
     scores.update(classes=len(set(train_paths[_labelled(train_paths)]) | set(test_paths[labelled])),
                   test_products=int(labelled.sum()))
+    probe = leaf.probes.get(headline["probe"])
     return TaskOutput(scores, {"confusion": leaf.curves.get(headline["probe"])},
-                      {"category": leaf.probes.get(headline["probe"])})
+                      {"category": (probe, headline["probe"]) if probe is not None else None})
 
 
 def run_attributes(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOutput:
-    view = _headline_view(rep, config.probe_view)
     scores, probes = {}, {}
     for column in data.attributes:
         train_labels, test_labels = data.column("train", column), data.column("test", column)
@@ -234,18 +250,20 @@ def run_attributes(rep: Representation, data: EvalData, config: EvalConfig) -> T
         values = {v: v for v in set(known) if v}
         zs_view = _zero_shot_view(rep, config, train_labels, val_labels, values, {"name": name},
                                   config.attribute_templates)
-        output = _classify(rep, data, config, train_labels, val_labels, test_labels, sorted({view, zs_view}),
-                           values, {"name": name}, config.attribute_templates, "macro_f1")
+        output = _classify(rep, data, config, train_labels, val_labels, test_labels,
+                           sorted({zs_view, *_probe_views(rep, config)}), values, {"name": name},
+                           config.attribute_templates, "macro_f1")
+        view = _probe_view(rep, config, {v: s["val_score"] for v, s in output.scores["probe"].items()})
         entry = {"probe_macro_f1": output.scores["probe"][view]["macro_f1"],
                  "probe_top1": output.scores["probe"][view]["top1"],
-                 "probe_c": output.scores["probe"][view]["c"],
+                 "probe_c": output.scores["probe"][view]["c"], "probe_view": view,
                  "classes": output.scores["probe"][view]["classes"],
                  "test_products": output.scores["probe"][view]["test_products"]}
         if "zeroshot" in output.scores:
             entry.update(zeroshot_macro_f1=output.scores["zeroshot"][zs_view]["macro_f1"],
                          zeroshot_top1=output.scores["zeroshot"][zs_view]["top1"], zeroshot_view=zs_view)
         scores[name] = entry
-        probes[name] = output.probes[view]
+        probes[name] = (output.probes[view], view)
     if not scores:
         raise SkipTask("no attr_* column has two or more values in train and a value in test")
     return TaskOutput(scores, probes={"attributes": probes})
@@ -325,23 +343,25 @@ def run_adult(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOu
     test_y = labels["test"][known["test"]].astype(bool)
     if len(set(train_y)) < 2 or len(set(test_y)) < 2:
         raise SkipTask("the adult column is empty or one-valued in train or test")
-    view = rep.primary
     val_y = labels["val"][known["val"]].astype(bool)
-    two_valued = len(set(val_y)) == 2 and "val" in rep.views  # AUC, which chooses C, needs both values
+    two_valued = len(set(val_y)) == 2 and "val" in rep.views  # AUC, which chooses C and the view, needs both values
 
     def val_auc(truth, probe, features):
         return roc_auc_score(truth, probe.predict_proba(features)[:, 1])
 
-    probe = select_probe(rep.views["train"][view][known["train"]], train_y,
-                         rep.views["val"][view][known["val"]] if two_valued else None, val_y if two_valued else None,
-                         config.probe_cs, config.probe_max_iter, val_auc)
+    fitted = {view: select_probe(rep.views["train"][view][known["train"]], train_y,
+                                 rep.views["val"][view][known["val"]] if two_valued else None,
+                                 val_y if two_valued else None, config.probe_cs, config.probe_max_iter, val_auc)
+              for view in _probe_views(rep, config)}
+    view = _probe_view(rep, config, {v: on_val for v, (_, on_val) in fitted.items()})
+    probe = fitted[view][0]
     scores, curve = adult_scores(probe.predict_proba(rep.views["test"][view][known["test"]])[:, 1], test_y)
-    scores["probe_c"] = float(probe.C)
+    scores.update(probe_c=float(probe.C), probe_view=view)
     threshold = 0.5
     if val_y.any() and "val" in rep.views:  # the decision threshold `eclip predict` applies: 90% recall on val
         val_scores = probe.predict_proba(rep.views["val"][view][known["val"]])[:, 1]
         threshold = precision_at_recall(val_scores, val_y, 0.9)[1]
-    return TaskOutput(scores, {"pr": curve}, {"adult": probe, "adult_threshold": threshold})
+    return TaskOutput(scores, {"pr": curve}, {"adult": (probe, view), "adult_threshold": threshold})
 
 
 def run_retrieval(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOutput:
@@ -466,7 +486,7 @@ def evaluate(run_dir: Path, data_dir: Path, out: Path, config: EvalConfig, force
         "signature": signature,
     }
     if probes:
-        task_heads.save_heads(run_dir / task_heads.HEADS_DIR, probes, config.probe_view,
+        task_heads.save_heads(run_dir / task_heads.HEADS_DIR, probes,
                               {"data": str(data_dir), "report": str(out)})
     write_report(out, report, curves, config.confusion_classes)
     return {**report, "reused": False}

@@ -2,8 +2,8 @@
 RUN_DIR/heads/ so that `eclip predict` can label one product:
 
     heads.safetensors   <head>.weight (C, D) and <head>.bias (C,) of each logistic regression
-    heads.json          per head: its classes; the view it reads (image, text or fused); the adult threshold
-                        (90% recall on val); where the heads were fit
+    heads.json          per head: its classes; the view it reads (image, text or fused: each head's own, chosen
+                        on val); the adult threshold (90% recall on val); where the heads were fit
 """
 
 from __future__ import annotations
@@ -22,19 +22,21 @@ META_FILE = "heads.json"
 PREDICT_TASKS = ("category", "attributes", "adult")
 
 
-def save_heads(folder: Path, probes: dict, view: str, info: dict) -> None:
-    """`probes`: {"category": LogisticRegression, "attributes": {name: ...}, "adult": ..., "adult_threshold": t}."""
+def save_heads(folder: Path, probes: dict, info: dict) -> None:
+    """`probes`: {"category": (LogisticRegression, view), "attributes": {name: (..., view)}, "adult": (..., view),
+    "adult_threshold": t}; the view is the vector the head reads."""
     from safetensors.numpy import save_file
 
     named = {"category": probes.get("category"), "adult": probes.get("adult"),
-             **{f"attr_{name}": probe for name, probe in probes.get("attributes", {}).items()}}
+             **{f"attr_{name}": head for name, head in probes.get("attributes", {}).items()}}
     tensors, heads = {}, {}
-    for name, probe in named.items():
-        if probe is None:
+    for name, head in named.items():
+        if head is None:
             continue
+        probe, view = head
         tensors[f"{name}.weight"] = np.ascontiguousarray(probe.coef_, dtype=np.float32)
         tensors[f"{name}.bias"] = np.ascontiguousarray(probe.intercept_, dtype=np.float32)
-        heads[name] = {"classes": [c.item() if hasattr(c, "item") else c for c in probe.classes_]}
+        heads[name] = {"classes": [c.item() if hasattr(c, "item") else c for c in probe.classes_], "view": view}
     if "adult" in heads:
         heads["adult"]["threshold"] = float(probes["adult_threshold"])
     folder = Path(folder)
@@ -42,7 +44,7 @@ def save_heads(folder: Path, probes: dict, view: str, info: dict) -> None:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     save_file(tensors, str(building / WEIGHTS_FILE))
-    (building / META_FILE).write_text(json.dumps({"view": view, "heads": heads, **info}, indent=1))
+    (building / META_FILE).write_text(json.dumps({"heads": heads, **info}, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     building.rename(folder)
 
@@ -55,6 +57,11 @@ def load_heads(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
         raise EclipError(f"{folder} holds no task heads: run `eclip eval --model RUN_DIR --data DATA_DIR --out REPORT_DIR` "
                          f"first (it saves them in RUN_DIR/{HEADS_DIR})")
     return json.loads((folder / META_FILE).read_text()), load_file(str(folder / WEIGHTS_FILE))
+
+
+def head_view(meta: dict, name: str) -> str:
+    """The vector a saved head reads; heads saved before each head had its own view share the top-level one."""
+    return meta["heads"][name].get("view") or meta["view"]
 
 
 def apply_head(meta: dict, tensors: dict[str, np.ndarray], name: str, features: np.ndarray) -> list[tuple[str, float]]:
@@ -80,27 +87,27 @@ def predict(run_dir: Path, task: str, image: Path | None, title: str | None, hea
     if task not in PREDICT_TASKS:
         raise EclipError(f"unknown task {task!r}; choose from {', '.join(PREDICT_TASKS)}")
     meta, tensors = load_heads(heads_dir or Path(run_dir) / HEADS_DIR)
-    view = meta["view"]
-    if view in ("image", "fused") and image is None or view in ("text", "fused") and not title:
-        needs = {"image": "--image", "text": "--title", "fused": "--image and --title"}[view]
-        raise EclipError(f"the heads read the {view} vector: give {needs}")
+    names = [name for name in meta["heads"] if name == task or (task == "attributes" and name.startswith("attr_"))]
+    if not names:
+        raise EclipError(f"the saved heads have no {task} head (the evaluated data had no labels for it)")
+    views = {head_view(meta, name) for name in names}
+    needs_image, needs_title = bool(views & {"image", "fused"}), bool(views & {"text", "fused"})
+    if needs_image and image is None or needs_title and not title:
+        needs = " and ".join(flag for flag, needed in (("--image", needs_image), ("--title", needs_title)) if needed)
+        raise EclipError(f"the {task} heads read the {' and '.join(sorted(views))} vector: give {needs}")
     if image is not None and not Path(image).is_file():
         raise EclipError(f"{image}: no such image file")
     model, _, _ = load_model(run_dir)
     try:
-        image_vector = embed_images(model, [Path(image)])[0] if image is not None else None
+        image_vector = embed_images(model, [Path(image)])[0] if needs_image else None
     except OSError as error:
         raise EclipError(f"{image}: cannot read the image ({error})") from error
-    text_vector = embed_texts(model, [title])[0] if title else None
-    features = {"image": image_vector, "text": text_vector}.get(view)
-    if view == "fused":
-        features = fuse(image_vector[None], text_vector[None])[0]
-    names = [name for name in meta["heads"] if name == task or (task == "attributes" and name.startswith("attr_"))]
-    if not names:
-        raise EclipError(f"the saved heads have no {task} head (the evaluated data had no labels for it)")
-    result = {name: apply_head(meta, tensors, name, features)[:top] for name in names}
+    text_vector = embed_texts(model, [title])[0] if needs_title else None
+    features = {"image": image_vector, "text": text_vector,
+                "fused": fuse(image_vector[None], text_vector[None])[0] if "fused" in views else None}
+    result = {name: apply_head(meta, tensors, name, features[head_view(meta, name)])[:top] for name in names}
     if task == "adult":
-        probability = dict(apply_head(meta, tensors, "adult", features))[True]
+        probability = dict(apply_head(meta, tensors, "adult", features[head_view(meta, "adult")]))[True]
         result["adult_decision"] = {"probability": probability, "threshold": meta["heads"]["adult"]["threshold"],
                                     "restricted": probability >= meta["heads"]["adult"]["threshold"]}
     return result

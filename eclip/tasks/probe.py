@@ -3,40 +3,46 @@ regularization strength chosen on val (CLIP's linear-probe protocol)."""
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
+from threadpoolctl import threadpool_limits
 
 
 def fit_probe(features, labels: np.ndarray, c: float, max_iter: int) -> LogisticRegression:
     """Features (N, D) dense or sparse, labels (N,) strings or booleans."""
-    probe = LogisticRegression(C=c, max_iter=max_iter)
-    with warnings.catch_warnings():
-        # A capped iteration count is a deliberate time budget; the scores say how good the fit is.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return probe.fit(features, labels)
+    return LogisticRegression(C=c, max_iter=max_iter).fit(features, labels)
 
 
 def select_probe(train_features, train_labels: np.ndarray, val_features, val_labels: np.ndarray | None,
-                 cs: list[float], max_iter: int, val_score: Callable) -> LogisticRegression:
+                 cs: list[float], max_iter: int, val_score: Callable) -> tuple[LogisticRegression, float | None]:
     """One probe per C of `cs` fit on train; kept: the one with the highest `val_score(val_labels, probe,
-    val_features)` (ties: the smaller C). The chosen strength is `probe.C`. Without val labels (None or empty)
-    the middle C of the sorted list is fit alone. Each C is fit from scratch: a warm start from the previous C
-    stops at once, since scikit-learn's tolerance is met by the nearby optimum."""
+    val_features)` (ties: the smaller C), returned with that score. The chosen strength is `probe.C`. Without val
+    labels (None or empty) the middle C of the sorted list is fit alone, and the score is None. Each C is fit
+    from scratch: a warm start from the previous C stops at once, since scikit-learn's tolerance is met by the
+    nearby optimum."""
     cs = sorted(cs)
-    if val_labels is None or len(val_labels) == 0:
-        return fit_probe(train_features, train_labels, cs[len(cs) // 2], max_iter)
-    best, best_score = None, -np.inf
-    for c in cs:
-        probe = fit_probe(train_features, train_labels, c, max_iter)
-        score = val_score(val_labels, probe, val_features)
-        if score > best_score:
-            best, best_score = probe, score
-    return best
+    scored = val_labels is not None and len(val_labels) > 0
+    if not scored:
+        cs = [cs[len(cs) // 2]]
+    # The Cs are fit side by side, each with one BLAS thread: on these small matrices a multi-threaded BLAS spends
+    # more time coordinating than computing (4 Cs of the colour probe: 12 s as usual, 1.6 s this way, 2 cores).
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"), \
+            ThreadPoolExecutor(min(len(cs), os.cpu_count() or 1)) as pool:
+        # A capped iteration count is a deliberate time budget; the scores say how good the fit is.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probes = list(pool.map(lambda c: fit_probe(train_features, train_labels, c, max_iter), cs))
+    if not scored:
+        return probes[0], None
+    scores = [float(val_score(val_labels, probe, val_features)) for probe in probes]
+    best = int(np.argmax(scores))  # the first of equal scores: the smaller C
+    return probes[best], scores[best]
 
 
 def classification_scores(truth: np.ndarray, predicted: np.ndarray) -> dict:

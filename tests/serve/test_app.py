@@ -187,18 +187,20 @@ def test_classify_uses_the_saved_task_heads_when_their_view_is_given(served, tmp
     fused = vectors["fused"]  # (N, D)
     categories = table.column("category").to_pylist()
     stand_in = np.array([c.startswith("Apparel") for c in categories])  # any binary label exercises the adult head
-    save_heads(run / HEADS_DIR, {"category": LogisticRegression(max_iter=300).fit(fused, categories),
-                                 "attributes": {"apparel": LogisticRegression().fit(fused, stand_in.astype(str))},
-                                 "adult": LogisticRegression().fit(fused, stand_in), "adult_threshold": 0.5},
-               "fused", {"fit_on": "test"})
+    text = vectors["text"]  # (N, D)
+    save_heads(run / HEADS_DIR, {"category": (LogisticRegression(max_iter=300).fit(fused, categories), "fused"),
+                                 "attributes": {"apparel": (LogisticRegression().fit(text, stand_in.astype(str)), "text")},
+                                 "adult": (LogisticRegression().fit(fused, stand_in), "fused"), "adult_threshold": 0.5},
+               {"fit_on": "test"})
     meta, tensors = load_heads(run / HEADS_DIR)
     engine = SearchEngine(run, emb_dir, None, ServeConfig())
 
     answer = engine.classify(vectors["image"][0], vectors["text"][0])
-    assert answer["method"] == "heads" and answer["view"] == "fused"
+    assert answer["method"] == "heads" and answer["views"] == {"category": "fused", "adult": "fused", "attr_apparel": "text"}
     expected = apply_head(meta, tensors, "category", fused[0])
     assert [(c["label"], c["score"]) for c in answer["category"]] == [(label, round(p, 6)) for label, p in expected[:5]]
-    assert answer["attributes"]["apparel"][0]["label"] in ("True", "False")
+    apparel = apply_head(meta, tensors, "attr_apparel", text[0])[0]  # this head reads the text vector
+    assert answer["attributes"]["apparel"][0] == {"label": str(apparel[0]), "score": round(apparel[1], 6)}
     adult = dict(apply_head(meta, tensors, "adult", fused[0]))[True]
     assert answer["adult"] == {"score": round(adult, 6), "threshold": 0.5, "restricted": adult >= 0.5}
     assert engine.classify(vectors["image"][0], None)["method"] == "zero-shot"  # the heads read image + text

@@ -15,8 +15,8 @@ from eclip.tasks.clustering import clustering_scores
 from eclip.tasks.config import load_eval_config
 from eclip.tasks.config import EvalConfig
 from eclip.tasks.embeddings import Representation
-from eclip.tasks.evaluate import _whole_groups, _zero_shot_view
-from eclip.tasks.heads import apply_head, load_heads, save_heads
+from eclip.tasks.evaluate import _probe_view, _probe_views, _whole_groups, _zero_shot_view
+from eclip.tasks.heads import apply_head, head_view, load_heads, save_heads
 from eclip.tasks.matching import (IMAGE_WEIGHTS, average_precision, best_f1, best_knn_threshold, expand_similarity,
                                   f1_at, knn_f1, matching_scores, pair_scores, setup_on_val)
 from eclip.tasks.probe import classification_scores, fit_probe, select_probe
@@ -195,15 +195,28 @@ def test_probe_strength_is_chosen_on_val():
 
     (train_x, train_y), (val_x, val_y) = draw(80, 20), draw(40, 10)
     macro = lambda truth, probe, x: classification_scores(truth, probe.predict(x))["macro_f1"]  # noqa: E731
-    chosen = select_probe(train_x, train_y, val_x, val_y, [10.0, 1e-4], 100, macro)
-    assert chosen.C == 10.0
+    chosen, on_val = select_probe(train_x, train_y, val_x, val_y, [10.0, 1e-4], 100, macro)
+    assert chosen.C == 10.0 and on_val == pytest.approx(macro(val_y, chosen, val_x)) and on_val > 0.9
     assert np.allclose(chosen.coef_, fit_probe(train_x, train_y, 10.0, 100).coef_)
     assert set(fit_probe(train_x, train_y, 1e-4, 100).predict(val_x)) == {"common"}  # why 1e-4 loses
     # Ties go to the smaller C; without val labels the middle of the sorted list is fit alone.
     by_c = {1.0: 0.2, 10.0: 0.9, 100.0: 0.9, 1000.0: 0.1}
     assert select_probe(train_x, train_y, val_x, val_y, [1000.0, 100.0, 10.0, 1.0], 100,
-                        lambda truth, probe, x: by_c[probe.C]).C == 10.0
-    assert select_probe(train_x, train_y, None, None, [1000.0, 100.0, 10.0, 1.0], 100, macro).C == 100.0
+                        lambda truth, probe, x: by_c[probe.C])[0].C == 10.0
+    unscored, none = select_probe(train_x, train_y, None, None, [1000.0, 100.0, 10.0, 1.0], 100, macro)
+    assert unscored.C == 100.0 and none is None
+
+
+def test_probe_view_is_chosen_on_val():
+    views = {split: {v: np.eye(2) for v in ("image", "text", "fused")} for split in ("train", "val", "test")}
+    rep = Representation("m", views, "fused", frozenset())
+    auto, fixed = EvalConfig(probe_view="auto"), EvalConfig(probe_view="image")
+    assert _probe_views(rep, auto) == ["image", "text", "fused"] and _probe_views(rep, fixed) == ["image"]
+    assert _probe_view(rep, auto, {"image": 0.9, "text": 0.7, "fused": 0.8}) == "image"
+    assert _probe_view(rep, auto, {"image": 0.8, "text": 0.8, "fused": 0.8}) == "fused"  # ties: fused, text, image
+    assert _probe_view(rep, auto, {"image": 0.8, "text": 0.8, "fused": 0.7}) == "text"
+    assert _probe_view(rep, auto, {"image": None, "text": None, "fused": None}) == "fused"  # nothing scored on val
+    assert _probe_view(rep, fixed, {"image": 0.1, "text": 0.9}) == "image"  # a configured view is used as is
 
 
 def test_precision_at_recall_90_by_hand():
@@ -259,12 +272,15 @@ def test_saved_heads_give_scikit_learns_probabilities(tmp_path, classes):
     features = rng.standard_normal((80, 5)).astype(np.float32)
     labels = np.array([f"c{i}" for i in rng.integers(0, classes, 80)])
     probe = LogisticRegression(max_iter=200).fit(features, labels)
-    save_heads(tmp_path / "heads", {"category": probe}, "fused", {"data": "x"})
+    save_heads(tmp_path / "heads", {"category": (probe, "text")}, {"data": "x"})
     meta, tensors = load_heads(tmp_path / "heads")
     ranked = apply_head(meta, tensors, "category", features[0])
     expected = dict(zip(probe.classes_, probe.predict_proba(features[:1])[0]))
     assert ranked[0][0] == probe.predict(features[:1])[0]
     assert {label: p for label, p in ranked} == pytest.approx(expected, abs=1e-5)
+    assert head_view(meta, "category") == "text"
+    # Heads saved before each head had its own view read the file's one view.
+    assert head_view({"view": "fused", "heads": {"category": {"classes": []}}}, "category") == "fused"
 
 
 def test_headline_passes_only_above_target_and_every_baseline():
