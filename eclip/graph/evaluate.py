@@ -23,6 +23,7 @@ from scipy import sparse
 from eclip.errors import EclipError
 from eclip.graph.build import HeteroGraph, build_product_graph, category_levels, load_products
 from eclip.graph.config import GraphEvalConfig
+from eclip.tasks.probe import side_by_side
 
 
 @dataclass
@@ -84,16 +85,15 @@ def classification_scores(x, y: np.ndarray, splits: list[tuple[np.ndarray, np.nd
     from sklearn.metrics import f1_score
 
     x = _l2(x)
-    macro, micro = [], []
-    for train, test in splits:
+
+    def predict(train, test):
         if len(np.unique(y[train])) < 2:
-            predicted = np.full(len(test), y[train][0])
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # lbfgs convergence notes at small fractions
-                predicted = LogisticRegression(C=c, max_iter=300).fit(x[train], y[train]).predict(x[test])
-        macro.append(f1_score(y[test], predicted, average="macro"))
-        micro.append(f1_score(y[test], predicted, average="micro"))
+            return np.full(len(test), y[train][0])
+        return LogisticRegression(C=c, max_iter=300).fit(x[train], y[train]).predict(x[test])
+
+    predicted = side_by_side([lambda train=train, test=test: predict(train, test) for train, test in splits])
+    macro = [f1_score(y[test], p, average="macro") for (_, test), p in zip(splits, predicted)]
+    micro = [f1_score(y[test], p, average="micro") for (_, test), p in zip(splits, predicted)]
     return float(np.mean(macro)), float(np.mean(micro))
 
 
