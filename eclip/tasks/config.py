@@ -58,7 +58,7 @@ class EvalConfig:
              bool(self.category_templates) and bool(self.attribute_templates), "every prompt template needs exactly one {}"),
             (bool(self.recall_ks) and min(self.recall_ks) >= 1 and self.curve_max_k >= max(self.recall_ks),
              "recall_ks must be positive and at most curve_max_k"),
-            (self.batch_size > 0 and self.probe_max_iter > 0 and self.probe_max_train > 1 and bool(self.probe_cs)
+            (self.batch_size > 0 and self.probe_max_iter > 0 and self.probe_max_train > 1
              and min(self.probe_cs, default=0) > 0,
              "batch_size, probe_max_iter, probe_max_train and every probe_cs value must be positive (probe_cs not empty)"),
             (self.matching_neighbours >= 1 and self.pair_max_products >= 2, "matching_neighbours >= 1, pair_max_products >= 2"),
