@@ -98,6 +98,20 @@ def _comparison(report: dict, title: str, keys: list[tuple[str, str]]) -> list[s
     return lines + [""]
 
 
+def _head_choices(report: dict) -> list[str]:
+    """"<head>: <view> vectors, C = <c>" for each fitted head of the model (the view and strength it kept)."""
+    choices = []
+    category = report.get("category", {}).get("probe", {})
+    if "view" in category and "c" in category:
+        choices.append(("category", category["view"], category["c"]))
+    for name, entry in report.get("attributes", {}).items():
+        if "probe_view" in entry:
+            choices.append((name, entry["probe_view"], entry["probe_c"]))
+    if "probe_view" in report.get("adult", {}):
+        choices.append(("adult", report["adult"]["probe_view"], report["adult"]["probe_c"]))
+    return [f"{head}: {view} vectors, C = {c:g}" for head, view, c in choices]
+
+
 def markdown(report: dict) -> str:
     model, splits = report["model"], report["splits"]
     lines = ["# eclip evaluation", "",
@@ -110,7 +124,11 @@ def markdown(report: dict) -> str:
     zero_shot_view = report.get("category", {}).get("zeroshot", {}).get("view")
     if zero_shot_view:
         how = "chosen on val" if report["config"].get("zeroshot_view") == "auto" else "configured"
-        lines[-1:-1] = [f"Category zero-shot classifies the {zero_shot_view} vectors ({how}).", ""]
+        lines += [f"Category zero-shot classifies the {zero_shot_view} vectors ({how}).", ""]
+    heads = _head_choices(report)
+    if heads:
+        how = "chosen on val" if report["config"].get("probe_view") == "auto" else "view configured, C chosen on val"
+        lines += [f"The linear-probe heads read ({how}): " + "; ".join(heads) + ".", ""]
     lines += ["## Details", ""]
     lines += _comparison(report, "Retrieval (positives: every image/title of the catalog group)",
                          [(f"{d} R@{k}", f"retrieval.{d}.r{k}") for d in ("t2i", "i2t") for k in report["config"]["recall_ks"]])

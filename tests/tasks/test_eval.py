@@ -83,6 +83,8 @@ def test_markdown_plots_and_printed_headline(eval_run, report):
     markdown = (out / "report.md").read_text()
     assert "## Headline" in markdown and "| adult recognition | ROC AUC |" in markdown
     assert f"{report['matching']['f1']:.3f}" in markdown
+    probe = report["category"]["probe"]
+    assert f"category: {probe['view']} vectors, C = {probe['c']:g}; " in markdown  # what each head kept on val
     assert printed.strip().endswith(f"report: {out / 'report.md'}")
     table = [line for line in printed.splitlines() if line.startswith("| ")]
     assert table[0] == "| task | metric | ours | best baseline | target | pass |" and len(table) == 2 + 11
