@@ -30,6 +30,7 @@ from eclip.tasks.zeroshot import prompt_classifier, zero_shot_predict
 METADATA_COLUMNS = ["product_id", "title", "title_norm", "category", "group_id", "adult", "image_hash", "split"]
 LEVEL_SEPARATOR = " > "
 MODEL = "model"  # the evaluated run's name in curves and plot legends, beside the baselines' names
+VIEW_PREFERENCE = ("fused", "text", "image")  # a view chosen on val: equal scores go to the earlier one
 
 
 class SkipTask(Exception):
@@ -158,20 +159,26 @@ def _zero_shot_view(rep: Representation, config: EvalConfig, train_labels, val_l
     weighted F1 on `val` is highest (ties: fused, text, image), so the choice never looks at `test`."""
     if config.zeroshot_view != "auto":
         return _headline_view(rep, config.zeroshot_view)
-    views = [view for view in ("fused", "text", "image") if view in rep.view_names()]
+    views = [view for view in VIEW_PREFERENCE if view in rep.view_names()]
     rows = np.flatnonzero(_labelled(val_labels)) if val_labels is not None else np.array([], dtype=int)
     if rep.encode_text is None or "val" not in rep.views or len(rows) == 0 or len(views) == 1:
         return _headline_view(rep, "fused")
     truth = val_labels[rows].astype(str)
     classes = sorted(set(train_labels[_labelled(train_labels)]) | set(truth))
     classifier = prompt_classifier(rep.encode_text, [names[c] for c in classes], templates, **prompt_fields)
-    scores = [classification_scores(truth, zero_shot_predict(rep.views["val"][view][rows], classifier, classes))
-              ["weighted_f1"] for view in views]
-    return views[int(np.argmax(scores))]
+    return _best_on_val(rep, {view: classification_scores(truth, zero_shot_predict(rep.views["val"][view][rows],
+                                                                                  classifier, classes))["weighted_f1"]
+                              for view in views})
 
 
 def _headline_view(rep: Representation, preferred: str) -> str:
     return preferred if preferred in rep.view_names() else rep.primary
+
+
+def _best_on_val(rep: Representation, val_scores: dict) -> str:
+    """The view with the highest val score (`val_scores`: view -> score or None); none scored: fused."""
+    scored = [view for view in VIEW_PREFERENCE if val_scores.get(view) is not None]
+    return max(scored, key=lambda view: val_scores[view]) if scored else _headline_view(rep, "fused")
 
 
 def _probe_views(rep: Representation, config: EvalConfig) -> list[str]:
@@ -184,8 +191,7 @@ def _probe_view(rep: Representation, config: EvalConfig, val_scores: dict) -> st
     (`val_scores`: view -> score or None; ties: fused, text, image; no val score at all: fused)."""
     if config.probe_view != "auto":
         return _headline_view(rep, config.probe_view)
-    scored = [view for view in ("fused", "text", "image") if val_scores.get(view) is not None]
-    return max(scored, key=lambda view: val_scores[view]) if scored else _headline_view(rep, "fused")
+    return _best_on_val(rep, val_scores)
 
 
 SUMMARY_KEYS = ("top1", "weighted_f1", "macro_f1", "c")
