@@ -2,13 +2,15 @@
 
     flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part beauty   # ~35 min: 20 + 10 min training + eval
     flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part cold     # ~3 min
+    flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part cold --cold-model runs/demo/model   # ~5 min
 
 beauty: BERT4Rec and SASRec (the same model with a causal mask) trained on Amazon Beauty with
 configs/rec-beauty.toml (20 minutes of training each), scored with the most-popular baseline
 in one table, full ranking and 100 sampled negatives.
 cold: synthetic shopping sequences over the real fashion-dev catalogue with 10% of the items hidden from training;
 BERT4Rec with content item features (TF-IDF + SVD of titles and labels, a stand-in for e-CLIP embeddings) against
-the ID-only BERT4Rec, on cold and warm test targets.
+the ID-only BERT4Rec, on cold and warm test targets; with --cold-model RUN_DIR also BERT4Rec with that trained
+e-CLIP model's fused image + title embeddings of the catalogue's products.
 
 Runs go to runs/rec/ (an interrupted run resumes); JSON and markdown to bench/results/.
 """
@@ -63,17 +65,32 @@ def beauty(runs: Path) -> dict:
     return {"report": report, "training": trained, "table": "\n".join(lines)}
 
 
-def cold(runs: Path, users: int, epochs: int) -> dict:
+def eclip_features(model_dir: Path, catalog: list[dict], emb_dir: Path) -> Path:
+    """The catalogue's products embedded by a trained e-CLIP run (image + title -> fused), as `eclip embed` would."""
+    from eclip.models import embed_images, embed_texts, load_model
+    from eclip.tasks.embeddings import fuse
+
+    model, _, _ = load_model(model_dir)
+    image = embed_images(model, [str(FASHION.parent / row["image"]) for row in catalog])
+    text = embed_texts(model, [row["title"] for row in catalog])
+    write_item_features(emb_dir, [row["product_id"] for row in catalog], {"fused": fuse(image, text)})
+    return emb_dir
+
+
+def cold(runs: Path, users: int, epochs: int, model_dir: Path | None) -> dict:
     root = runs / "cold"
     catalog = read_catalog(FASHION)
     sequences = write_sequences(root / "sequences.txt", synthetic_sequences(catalog, users, seed=0))
     product_ids, features = label_text_features(catalog, dim=64)
     write_item_features(root / "emb", product_ids, {"fused": features})
     base = ["train.cold_fraction=0.1", f"train.epochs={epochs}", "train.patience=100"]
-    trained = {"BERT4Rec + content": train_or_resume(root / "content", sequences, RecConfig().override(
-                   base + ["model.id_dropout=0.3"]), root / "emb"),
+    content = RecConfig().override(base + ["model.id_dropout=0.3"])
+    trained = {"BERT4Rec + content": train_or_resume(root / "content", sequences, content, root / "emb"),
                "BERT4Rec ID-only": train_or_resume(root / "id-only", sequences, RecConfig().override(base))}
-    report = evaluate_runs([root / "content", root / "id-only"])
+    if model_dir is not None:
+        trained["BERT4Rec + e-CLIP content"] = train_or_resume(
+            root / "eclip-content", sequences, content, eclip_features(model_dir, catalog, root / "eclip-emb"))
+    report = evaluate_runs([Path(t["run"]) for t in trained.values()])
     lines = [markdown_table(report), "**training (wall / CPU seconds, epochs)**\n",
              "| model | wall s | CPU s | epochs |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {t['seconds']:.0f} | {t['cpu_seconds']:.0f} | {t['epoch']} |" for name, t in trained.items()]
@@ -86,6 +103,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "rec")
     parser.add_argument("--cold-users", type=int, default=5000)
     parser.add_argument("--cold-epochs", type=int, default=12)
+    parser.add_argument("--cold-model", type=Path, help="a trained `eclip train` RUN_DIR whose embeddings of the "
+                        "fashion-dev products the cold part also tries as item features")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fresh", action="store_true", help="delete the part's runs first instead of resuming them")
     args = parser.parse_args()
@@ -96,7 +115,7 @@ def main() -> None:
         if args.fresh:
             for name in (("beauty-bert4rec", "beauty-sasrec") if part == "beauty" else ("cold",)):
                 shutil.rmtree(args.runs / name, ignore_errors=True)
-        result = beauty(args.runs) if part == "beauty" else cold(args.runs, args.cold_users, args.cold_epochs)
+        result = beauty(args.runs) if part == "beauty" else cold(args.runs, args.cold_users, args.cold_epochs, args.cold_model)
         result["machine"] = machine
         (RESULTS / f"rec-{part}.json").write_text(json.dumps(result, indent=2))
         (RESULTS / f"rec-{part}.md").write_text(result["table"] + "\n")
