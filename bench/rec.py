@@ -66,7 +66,8 @@ def beauty(runs: Path) -> dict:
 
 
 def eclip_features(model_dir: Path, catalog: list[dict], emb_dir: Path) -> Path:
-    """The catalogue's products embedded by a trained e-CLIP run (image + title -> fused), as `eclip embed` would."""
+    """The catalogue's products embedded by a trained e-CLIP run: photo + title -> the fused vector `eclip embed`
+    computes (here from the original photos, not a prepared DATA_DIR's thumbnails)."""
     from eclip.models import embed_images, embed_texts, load_model
     from eclip.tasks.embeddings import fuse
 
@@ -115,7 +116,8 @@ def main() -> None:
         if args.fresh:
             for name in (("beauty-bert4rec", "beauty-sasrec") if part == "beauty" else ("cold",)):
                 shutil.rmtree(args.runs / name, ignore_errors=True)
-        result = beauty(args.runs) if part == "beauty" else cold(args.runs, args.cold_users, args.cold_epochs, args.cold_model)
+        result = (beauty(args.runs) if part == "beauty"
+                  else cold(args.runs, args.cold_users, args.cold_epochs, args.cold_model))
         result["machine"] = machine
         (RESULTS / f"rec-{part}.json").write_text(json.dumps(result, indent=2))
         (RESULTS / f"rec-{part}.md").write_text(result["table"] + "\n")
