@@ -160,8 +160,8 @@ def _zero_shot_view(rep: Representation, config: EvalConfig, train_labels, val_l
     if config.zeroshot_view != "auto":
         return _headline_view(rep, config.zeroshot_view)
     views = [view for view in VIEW_PREFERENCE if view in rep.view_names()]
-    rows = np.flatnonzero(_labelled(val_labels)) if val_labels is not None else np.array([], dtype=int)
-    if rep.encode_text is None or "val" not in rep.views or len(rows) == 0 or len(views) == 1:
+    rows = _val_rows(rep, val_labels)
+    if rep.encode_text is None or len(rows) == 0 or len(views) == 1:
         return _headline_view(rep, "fused")
     truth = val_labels[rows].astype(str)
     classes = sorted(set(train_labels[_labelled(train_labels)]) | set(truth))
