@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 # CLIP's channel statistics; any fixed pair works as long as training and inference agree.
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
@@ -19,11 +19,17 @@ PAD_COLOUR = (255, 255, 255)
 
 
 def open_image(image: Image.Image | bytes | str | Path, size_hint: int) -> Image.Image:
-    """Decode to RGB; JPEGs are decoded at reduced scale (DCT draft) when far larger than `size_hint`."""
+    """Decode to upright RGB (a phone photo's EXIF orientation applied), JPEGs at reduced scale (DCT draft) when far
+    larger than `size_hint`. A side longer than 4 x `size_hint` is shrunk first: padding a thin image to a square
+    costs the square of its longest side (25,000 x 1 pixels would pad to 1.9 GB)."""
     if not isinstance(image, Image.Image):
         image = Image.open(io.BytesIO(image) if isinstance(image, bytes) else image)
         image.draft("RGB", (size_hint, size_hint))
-    return image.convert("RGB")
+        image = ImageOps.exif_transpose(image)
+    image = image.convert("RGB")
+    if max(image.size) > 4 * size_hint:
+        image.thumbnail((4 * size_hint, 4 * size_hint), Image.BICUBIC)
+    return image
 
 
 def pad_square(image: Image.Image) -> Image.Image:

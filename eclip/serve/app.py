@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 import swagger_ui
 from fastapi import FastAPI, File, Form, Query as QueryParam, UploadFile
@@ -89,18 +90,25 @@ class RequestLimits:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             return await _send_json(send, 413, f"the request body is over the cap of {self.max_body:,} bytes")
-        received, started = 0, False
+        received, started, too_large = 0, False, False
+        over_cap = f"the request body is over the cap of {self.max_body:,} bytes"
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_body:
+                too_large = True
                 raise self._TooLarge
             return message
 
         async def tracked_send(message):
             nonlocal started
+            if too_large:  # the app caught the overflow (FastAPI's form parser answers 400 to it): send the 413
+                if not started:
+                    started = True
+                    await _send_json(send, 413, over_cap)
+                return
             started = True
             await send(message)
 
@@ -108,7 +116,7 @@ class RequestLimits:
             await asyncio.wait_for(self.app(scope, limited_receive, tracked_send), self.timeout_s)
         except self._TooLarge:
             if not started:
-                await _send_json(send, 413, f"the request body is over the cap of {self.max_body:,} bytes")
+                await _send_json(send, 413, over_cap)
         except TimeoutError:
             if not started:
                 await _send_json(send, 503, f"the request took longer than {self.timeout_s:g} s; try again")
@@ -185,12 +193,12 @@ def create_app(engine: SearchEngine) -> FastAPI:
     async def search_text(q: Annotated[str, QueryParam(min_length=1, max_length=config.max_query_chars)],
                           k: K = 10, category: Category = None):
         text = engine.check_text(q, "the query")
-        return {"query": text, "results": await batch(Query(k, category, text=text))}
+        return {"query": text, "results": await batch(Query(k, engine.check_category(category), text=text))}
 
     @app.post("/api/search/image", tags=["search"], summary="products looking like an uploaded image")
     async def search_image(image: Annotated[UploadFile, File(description="JPEG, PNG, WebP or GIF")],
                            k: FormK = 10, category: FormCategory = None):
-        return {"results": await batch(Query(k, category, image=await read_image(image)))}
+        return {"results": await batch(Query(k, engine.check_category(category), image=await read_image(image)))}
 
     @app.post("/api/search/combined", tags=["search"], summary="an image modified by text: image + text or image - text")
     async def search_combined(image: Annotated[UploadFile, File(description="JPEG, PNG, WebP or GIF")],
@@ -198,12 +206,14 @@ def create_app(engine: SearchEngine) -> FastAPI:
                               op: Annotated[Literal["plus", "minus"], Form()] = "plus",
                               k: FormK = 10, category: FormCategory = None):
         text = engine.check_text(text, "text")
-        query = Query(k, category, text=text, image=await read_image(image), subtract_text=op == "minus")
+        query = Query(k, engine.check_category(category), text=text, image=await read_image(image),
+                      subtract_text=op == "minus")
         return {"results": await batch(query)}
 
     @app.get("/api/products/{product_id}/similar", tags=["products"], summary="nearest products to an indexed one")
     async def similar(product_id: ProductId, k: K = 10, category: Category = None):
-        return {"product_id": product_id, "results": await batch(Query(k, category, product_row=live_row(product_id)))}
+        query = Query(k, engine.check_category(category), product_row=live_row(product_id))
+        return {"product_id": product_id, "results": await batch(query)}
 
     @app.get("/api/categories", tags=["search"], summary="category paths for the filter, prefixes included")
     async def categories():
@@ -218,7 +228,7 @@ def create_app(engine: SearchEngine) -> FastAPI:
         prediction = await on_model_thread(engine.classify, vectors["image"][row], vectors["text"][row])
         details = engine.catalog.details(product_id) if engine.catalog else {}
         return {**engine.index.product(product_id), **details, "prediction": prediction,
-                "thumbnail": f"/api/products/{product_id}/thumbnail"}
+                "thumbnail": f"/api/products/{quote(product_id, safe='')}/thumbnail"}
 
     @app.get("/api/products/{product_id}/thumbnail", tags=["products"], summary="the product's JPEG thumbnail",
              responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such product or no thumbnail"}})
@@ -231,10 +241,13 @@ def create_app(engine: SearchEngine) -> FastAPI:
 
     @app.post("/api/products", tags=["products"], status_code=201,
               summary="add (or replace) a product: embedded, indexed and journaled before the reply")
-    async def add_product(product_id: Annotated[str, Form(min_length=1, max_length=200, pattern=r"^[^/\s]+$")],
+    async def add_product(product_id: Annotated[str, Form(min_length=1, max_length=200, pattern=r"^[^/\s]+$",
+                                                          description="no slash or space; not . or ..")],
                           title: Annotated[str, Form(min_length=1, max_length=config.max_query_chars)],
                           image: Annotated[UploadFile, File(description="JPEG, PNG, WebP or GIF")],
                           category: FormCategory = None):
+        if product_id in (".", ".."):  # its URLs would be folded away by browsers
+            raise RequestError(422, f"the product id {product_id!r} cannot be a URL path segment: choose another")
         title = engine.check_text(title, "title")
         await on_model_thread(engine.add_product, product_id, title, category or None, await image.read())
         return {"product_id": product_id, "products": len(engine.index)}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from eclip.errors import EclipError
 from eclip.serve.config import ServeConfig
@@ -107,18 +107,30 @@ class SearchEngine:
                 raise RequestError(413, f"the image is {width}x{height} = {width * height:,} pixels, above the cap of "
                                         f"{self.config.max_pixels:,}: send a smaller image")
             image.draft("RGB", (2 * self.image_size, 2 * self.image_size))
-            return image.convert("RGB")
+            return ImageOps.exif_transpose(image).convert("RGB")  # phone photos: upright, as `eclip prepare` stores them
         except RequestError:
             raise
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
-            raise RequestError(422, f"the upload is not an image that can be decoded (JPEG, PNG, WebP, GIF): {error}")
+            detail = "" if isinstance(error, UnidentifiedImageError) else f": {error}"  # its text names a BytesIO
+            raise RequestError(422, f"the upload is not an image that can be decoded (JPEG, PNG, WebP, GIF){detail}")
+
+    def check_category(self, category: str | None) -> str | None:
+        """A search's category filter -> the served path it names (case aside), or None for every category."""
+        if category is None or not category.strip():
+            return None
+        wanted = " > ".join(part.strip() for part in category.split(">")).casefold()
+        self.index.sync()
+        for path in self.index.categories():
+            if path.casefold() == wanted:
+                return path
+        raise RequestError(422, f"no product is in the category {category.strip()!r}: GET /api/categories lists them")
 
     def check_text(self, text: str | None, name: str) -> str | None:
         if text is None:
             return None
         text = text.strip()
-        if not text:
-            raise RequestError(422, f"{name} is empty")
+        if not any(character.isalnum() for character in text):  # blank, or only punctuation / invisible characters
+            raise RequestError(422, f"{name} is empty or has no letters or digits")
         if len(text) > self.config.max_query_chars:
             raise RequestError(422, f"{name} has {len(text)} characters, above the cap of {self.config.max_query_chars}")
         return text

@@ -14,7 +14,7 @@ from PIL import Image
 
 from eclip.errors import EclipError
 from eclip.models import MODEL_FILE, build_model, embed_images, embed_texts, image_pixels, load_model, save_model
-from eclip.models.image_processing import MEAN, STD, eval_pixels
+from eclip.models.image_processing import MEAN, STD, eval_pixels, open_image
 from eclip.train.checkpoint import save_weights
 from eclip.train.config import Config, ModelConfig, TextConfig, VisionConfig
 
@@ -108,6 +108,23 @@ def test_eval_pixels_pad_to_a_white_square_and_accept_bytes_paths_and_images(tmp
     assert torch.equal(eval_pixels([IMAGES[1]], 32), eval_pixels([tmp_path / "a.jpg"], 32))
     grey = Image.new("L", (20, 20), 128)  # any mode becomes RGB
     assert eval_pixels([grey], 16).shape == (1, 3, 16, 16)
+
+
+def test_images_are_read_upright_and_thin_ones_shrink_before_padding():
+    sideways = Image.new("RGB", (32, 16), (255, 0, 0))
+    sideways.paste((0, 0, 255), (16, 0, 32, 16))  # red left half, blue right half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to view, as phones store portrait photos
+    buffer = io.BytesIO()
+    sideways.save(buffer, "JPEG", quality=95, exif=exif)
+    upright = open_image(buffer.getvalue(), 16)
+    assert upright.size == (16, 32)
+    top, bottom = np.asarray(upright)[2, 8], np.asarray(upright)[29, 8]
+    assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # the left half is now on top
+
+    thin = Image.new("RGB", (25_000, 1), (0, 128, 0))  # padded as is, a 25,000 x 25,000 canvas (1.9 GB)
+    assert max(open_image(thin, 16).size) == 64
+    assert eval_pixels([thin], 16).shape == (1, 3, 16, 16)
 
 
 def test_encoders_return_unit_vectors_and_the_temperature_is_clamped(tmp_path):

@@ -127,13 +127,21 @@ def test_add_then_remove_a_product_while_serving(served, emb_copy):
         assert client.delete("/api/products/shop-1").json()["removed"] == "shop-1"
         assert client.get("/api/products/shop-1").status_code == 404
         assert client.delete("/api/products/shop-1").status_code == 404
-        bad = client.post("/api/products", data={"product_id": "a/b", "title": "t"}, files={"image": ("s.jpg", image)})
-        assert bad.status_code == 422
+        for bad_id in ("a/b", "..", "."):  # "." and ".." would be folded out of the product's URLs
+            bad = client.post("/api/products", data={"product_id": bad_id, "title": "Crimson wool scarf"},
+                              files={"image": ("s.jpg", image)})
+            assert bad.status_code == 422, bad_id
+        odd = client.post("/api/products", data={"product_id": "shop?1#x", "title": "Crimson wool scarf"},
+                          files={"image": ("s.jpg", image)})
+        assert odd.status_code == 201
+        thumbnail = client.get("/api/products/shop%3F1%23x").json()["thumbnail"]
+        assert thumbnail == "/api/products/shop%3F1%23x/thumbnail"
+        assert client.get(thumbnail).headers["content-type"] == "image/jpeg"
 
 
 def test_limits_give_clear_4xx(client):
     assert client.get("/api/search", params={"q": "shirt", "k": 51}).status_code == 422
-    assert client.get("/api/search", params={"q": "   "}).json()["detail"] == "the query is empty"
+    assert client.get("/api/search", params={"q": "   "}).json()["detail"] == "the query is empty or has no letters or digits"
     assert client.get("/api/search", params={"q": "x" * 600}).status_code == 422
 
     huge = client.post("/api/search/image", files={"image": ("big.jpg", b"\xff" * 300_000)})
@@ -144,10 +152,46 @@ def test_limits_give_clear_4xx(client):
     bomb = client.post("/api/search/image", files={"image": ("bomb.png", buffer.getvalue())})
     assert bomb.status_code == 413 and "2000x1000" in bomb.json()["detail"]
 
+    boundary = "eclip-test-boundary"
+    streamed = client.post(  # no Content-Length: the cap is found while reading, inside FastAPI's form parser
+        "/api/search/image", headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        content=iter([f'--{boundary}\r\ncontent-disposition: form-data; name="image"; filename="big.jpg"\r\n'
+                      f"content-type: image/jpeg\r\n\r\n".encode(), *[b"\xff" * 50_000] * 6,
+                      f"\r\n--{boundary}--\r\n".encode()]))
+    assert streamed.status_code == 413 and "over the cap of 200,000 bytes" in streamed.json()["detail"]
+
     garbage = client.post("/api/search/image", files={"image": ("x.jpg", b"not an image")})
     assert garbage.status_code == 422 and "not an image" in garbage.json()["detail"]
+    assert "BytesIO" not in garbage.json()["detail"]
     assert client.post("/api/search/image", files={"image": ("x.jpg", b"")}).status_code == 422
     assert client.get("/api/products/nope/similar").status_code == 404
+
+
+def test_category_filters_and_queries_without_words(client, engine):
+    path = next(p for p in engine.index.categories() if " > " in p)
+    exact = client.get("/api/search", params={"q": "shirt", "k": 5, "category": path}).json()["results"]
+    assert exact and all(r["category"].startswith(path) for r in exact)
+    loose = client.get("/api/search", params={"q": "shirt", "k": 5, "category": f" {path.upper().replace(' > ', '>')} "})
+    assert loose.json()["results"] == exact
+    every = client.get("/api/search", params={"q": "shirt", "k": 5}).json()["results"]
+    assert client.get("/api/search", params={"q": "shirt", "k": 5, "category": " "}).json()["results"] == every
+    unknown = client.get("/api/search", params={"q": "shirt", "category": "Spaceships"})
+    assert unknown.status_code == 422 and "GET /api/categories" in unknown.json()["detail"]
+    for query in ("\u200b", "\x00", "?!"):
+        assert client.get("/api/search", params={"q": query}).status_code == 422, repr(query)
+
+
+def test_uploads_are_read_upright_and_thin_images_stay_small(client, engine):
+    sideways = Image.new("RGB", (60, 30), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: a phone's portrait photo, stored sideways
+    buffer = io.BytesIO()
+    sideways.save(buffer, "JPEG", exif=exif)
+    assert engine.decode_image(buffer.getvalue()).size == (30, 60)
+    buffer = io.BytesIO()
+    Image.new("RGB", (25_000, 1), (0, 0, 255)).save(buffer, "PNG")  # a few hundred bytes, a 1.9 GB square if padded
+    thin = client.post("/api/search/image", data={"k": 3}, files={"image": ("thin.png", buffer.getvalue())})
+    assert thin.status_code == 200 and len(thin.json()["results"]) == 3
 
 
 def test_request_paths_and_names_are_never_opened(client):
