@@ -59,7 +59,8 @@ def near_duplicate_pairs(vectors: np.ndarray, threshold: float, chunk: int = 102
     keys, similarity = np.concatenate(pair_keys).astype(np.int64), np.concatenate(similarities)
     order = np.lexsort((-similarity, keys))  # by pair, best view match first
     keys, similarity = keys[order], similarity[order]
-    first = np.r_[True, keys[1:] != keys[:-1]]  # a pair found through several views counts once, at its best
+    # A pair found through several views counts once, at its best (keys are >= 0, so -1 starts a run; no pairs: empty)
+    first = np.diff(keys, prepend=-1) != 0
     return keys[first] // n, keys[first] % n, similarity[first].astype(np.float32)
 
 

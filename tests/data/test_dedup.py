@@ -49,3 +49,9 @@ def test_only_the_most_similar_candidates_of_each_later_row_are_kept():
     # Row 5: 0.99, 0.97 kept, 0.95 and 0.94 not; row 7: both (a tie, two slots); row 9: its only one.
     assert most_similar_per_row(right, similarity, 2).tolist() == [False, True, False, True, True, True, True]
     assert most_similar_per_row(right, similarity, 1).tolist() == [False, True, False, True, False, False, True]
+
+
+def test_no_pair_above_the_threshold_is_an_empty_result():
+    vectors = unit(np.eye(6, 16))  # six orthogonal rows: no two alike
+    left, right, similarity = near_duplicate_pairs(vectors[:, None], 0.5)
+    assert left.tolist() == right.tolist() == similarity.tolist() == []

@@ -207,6 +207,21 @@ def test_other_layouts_and_formats_give_the_same_products(tmp_path, fashion_dir)
         assert read_products(tmp_path / name, columns=["product_id"]).equals(from_csv.select(["product_id"]))
 
 
+def _real_catalogue(folder: Path, fashion_dir: Path, count: int) -> Path:
+    """The first `count` real fashion-dev rows with their images, in `folder`."""
+    rows = list(csv.DictReader(open(fashion_dir / "catalog.csv", encoding="utf-8")))[:count]
+    (folder / "images").mkdir(parents=True)
+    for r in rows:
+        shutil.copy(fashion_dir / r["image"], folder / r["image"])
+    return write_csv(folder / "catalog.csv", rows, fields=list(rows[0]))
+
+
+def test_default_dedup_finishes_when_no_two_images_look_alike(tmp_path, fashion_dir):
+    catalog = _real_catalogue(tmp_path / "cat", fashion_dir, 10)  # ten distinct products: no near-duplicate pair
+    report = prepare(catalog, tmp_path / "out", config=PrepareConfig(workers=1))
+    assert report["accepted"] == 10 and report["rejected"] == {} and report["duplicate_groups"] == 0
+
+
 @pytest.mark.parametrize("content, message", [
     (b"product_id,title,image\n1,Good Title Here,a.jpg\n2,Caf\xe9 Bad Bytes,b.jpg\n", "line 3 is not valid UTF-8"),
     (b"id,name,picture\n1,Good Title Here,a.jpg\n", "columns found: id, name, picture"),
