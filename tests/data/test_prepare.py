@@ -239,6 +239,23 @@ def test_bad_catalogues_fail_with_one_clear_line(tmp_path, content, message, cap
     assert "\n" not in error and message in error and "Traceback" not in error
 
 
+@pytest.mark.parametrize("option, message", [
+    (["--shard-rows", "0"], "--shard-rows must be at least 1, got 0"),  # used to write empty shards forever
+    (["--batch-rows", "0"], "--batch-rows must be at least 1, got 0"),
+    (["--workers", "-1"], "--workers must be at least 0, got -1"),
+    (["--thumbnail-size", "0"], "--thumbnail-size must be at least 1, got 0"),
+    (["--max-aspect", "nan"], "--max-aspect must be at least 1, got nan"),
+    (["--val-fraction", "-0.1", "--test-fraction", "0.2"], "--val-fraction must be between 0 and 1, got -0.1"),
+    (["--near-duplicate-threshold", "1.5"], "--near-duplicate-threshold must be between 0 and 1, got 1.5"),
+    (["--min-title-tokens", "5", "--max-title-tokens", "4"], "--max-title-tokens (4) is below --min-title-tokens (5): every title would be rejected"),
+])
+def test_out_of_range_options_fail_with_one_clear_line(tmp_path, fashion_dir, option, message, capsys):
+    out = tmp_path / "out"
+    assert main(["prepare", str(fashion_dir / "catalog.csv"), "--out", str(out), *option]) == 2
+    assert capsys.readouterr().err.strip() == f"eclip prepare: error: {message}"
+    assert not out.exists()
+
+
 def test_bad_jsonl_line_is_named(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"product_id": "1", "title": "A Good Title", "image": "a.jpg"}\n{"product_id": 2,\n')
