@@ -27,7 +27,8 @@ def _add_prepare(sub) -> None:
         description="Read a CSV/JSONL/Parquet catalogue, reject invalid products and duplicates with a "
                     "reason each, and write Parquet shards, rejected.parquet, catalog.duckdb and report.json.")
     p.add_argument("catalog", type=Path, help="catalogue file: .csv, .jsonl/.ndjson or .parquet")
-    p.add_argument("--out", type=Path, required=True, help="output DATA_DIR")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output DATA_DIR: a new or empty folder, or a DATA_DIR an earlier `eclip prepare` wrote")
     p.add_argument("--map", dest="mapping", type=_key_value, action="append", default=[], metavar="FIELD=COLUMN",
                    help="read FIELD from the catalogue's COLUMN, e.g. --map product_id=id --map title=productDisplayName")
     p.add_argument("--image-template", metavar="TEMPLATE",
@@ -62,7 +63,7 @@ def _add_offers(sub) -> None:
                     "images and titles with seller tags, reordered or dropped words, typos and other casing. "
                     "The output catalogue carries catalog_id (the ground truth) and offers_truth.parquet.")
     p.add_argument("catalog", type=Path, help="catalogue in the default layout (product_id, title, image, ...)")
-    p.add_argument("--out", type=Path, required=True, help="output folder: catalog.csv + images/ + offers_truth.parquet")
+    p.add_argument("--out", type=Path, required=True, help="output folder: catalog.csv + images/ + offers_truth.parquet; new, empty, or an earlier `eclip offers` OUT")
     p.add_argument("--per-product", type=int, default=3, metavar="K", help="offers per product, the original included (default 3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N products")

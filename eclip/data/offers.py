@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from eclip.data.images import ImageLimits, ImageRejected, decode_image, resolve_inside
+from eclip.data.outdir import check_replaceable
 from eclip.errors import EclipError
 from eclip.progress import progress_bar
 
@@ -37,6 +38,9 @@ REQUIRED_COLUMNS = ("product_id", "title", "image")
 # Bump when a variation changes, so that a finished OUT made by older code is regenerated.
 GENERATOR_VERSION = 1
 CHUNK_PRODUCTS = 32
+# What OUT holds; the record is written last, so its presence marks a complete OUT.
+CATALOG_FILE, IMAGES_DIR, TRUTH_FILE, RECORD_FILE = "catalog.csv", "images", "offers_truth.parquet", "offers.json"
+OUT_ENTRIES = (CATALOG_FILE, IMAGES_DIR, TRUTH_FILE, RECORD_FILE)
 
 SELLER_TAGS = (
     "[Free shipping]", "[Free Shipping]", "2024 NEW", "NEW", "Best Seller", "(Official)", "★Sale★",
@@ -324,24 +328,13 @@ def _arguments(catalog: Path, per_product: int, seed: int, limit: int | None) ->
             "per_product": per_product, "seed": seed, "limit": limit, "version": GENERATOR_VERSION}
 
 
-def _finished_summary(out: Path, arguments: dict) -> dict | None:
-    """The summary of a complete OUT made with `arguments`, else None."""
+def _finished_record(out: Path) -> dict | None:
+    """{"arguments", "summary"} of a complete OUT, else None."""
     try:
-        record = json.loads((out / "offers.json").read_text())
+        record = json.loads((out / RECORD_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("arguments") != arguments:
-        return None
-    return record.get("summary")
-
-
-def _check_replaceable(out: Path) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise EclipError(f"{out}: exists and is not a folder; choose another --out")
-    if any(out.iterdir()) and not (out / "offers.json").is_file():
-        raise EclipError(f"{out}: a non-empty folder not written by `eclip offers`; choose another --out or remove it")
+    return record if isinstance(record, dict) and {"arguments", "summary"} <= set(record) else None
 
 
 def _write_catalog(path: Path, header: list[str], rows: list[dict[str, str]], offers: list[list[Offer]]) -> None:
@@ -410,24 +403,25 @@ def make_offers(catalog: Path, out: Path, per_product: int = 3, seed: int = 0, l
         raise EclipError(f"--limit must be at least 1, got {limit}")
     header, rows = _read_catalog(catalog, limit)
     arguments = _arguments(catalog, per_product, seed, limit)
-    if not force and (summary := _finished_summary(out, arguments)) is not None:
-        return summary
-    _check_replaceable(out)
+    previous = _finished_record(out)
+    if not force and previous is not None and previous["arguments"] == arguments:
+        return previous["summary"]
+    check_replaceable(out, "offers", OUT_ENTRIES, lambda folder: _finished_record(folder) is not None)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
-    (staging / "images").mkdir(parents=True)
+    (staging / IMAGES_DIR).mkdir(parents=True)
     try:
         root = catalog.parent
         tasks = [_task(row, root) for row in rows]
-        offers = _generate(tasks, per_product, seed, staging / "images", workers)
-        _write_catalog(staging / "catalog.csv", header, rows, offers)
-        _write_truth(staging / "offers_truth.parquet", rows, offers)
+        offers = _generate(tasks, per_product, seed, staging / IMAGES_DIR, workers)
+        _write_catalog(staging / CATALOG_FILE, header, rows, offers)
+        _write_truth(staging / TRUTH_FILE, rows, offers)
         summary = {"products": len(rows), "offers": sum(map(len, offers)),
                    "passed_through": sum(task.source is None or len(o) < per_product for task, o in zip(tasks, offers))}
         # Written last: its presence is what makes a folder complete.
-        (staging / "offers.json").write_text(json.dumps({"arguments": arguments, "summary": summary}, indent=2) + "\n")
+        (staging / RECORD_FILE).write_text(json.dumps({"arguments": arguments, "summary": summary}, indent=2) + "\n")
         if out.exists():
             previous = out.parent / f".{out.name}.previous"
             shutil.rmtree(previous, ignore_errors=True)

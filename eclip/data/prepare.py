@@ -32,6 +32,7 @@ from eclip.data.config import PrepareConfig
 from eclip.data.dedup import resolve_duplicates, verified_near_duplicates
 from eclip.data.descriptors import make_descriptor
 from eclip.data.inspect import inspect_batch
+from eclip.data.outdir import check_replaceable
 from eclip.errors import EclipError
 from eclip.progress import progress_bar
 
@@ -256,14 +257,12 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
     if not catalog.is_file():
         raise EclipError(f"{catalog}: no such catalogue file")
     fingerprint = _fingerprint(catalog, mapping, config)
-    if not force and (out / store.REPORT).is_file():
-        report = json.loads((out / store.REPORT).read_text())
-        if report.get("fingerprint") == fingerprint:
-            if not (out / store.CATALOG_DB).is_file():
-                store.write_catalog_db(out)
-            return report
-    if out.exists() and not (out / store.REPORT).is_file() and any(out.iterdir()):
-        raise EclipError(f"{out} exists and is not a prepared dataset; choose an empty or new --out folder")
+    previous = store.prepared_report(out)
+    if not force and previous is not None and previous["fingerprint"] == fingerprint:
+        if not (out / store.CATALOG_DB).is_file():
+            store.write_catalog_db(out)
+        return previous
+    check_replaceable(out, "prepare", store.PREPARED_ENTRIES, lambda folder: store.prepared_report(folder) is not None)
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.building-*"):

@@ -24,6 +24,8 @@ REPORT = "report.json"
 REJECTED = "rejected.parquet"
 DUPLICATE_GROUPS = "duplicate_groups.parquet"
 CATALOG_DB = "catalog.duckdb"
+# Everything `prepare` puts at the top of a DATA_DIR (DuckDB may leave its write-ahead log beside the database).
+PREPARED_ENTRIES = (SHARDS, REPORT, REJECTED, DUPLICATE_GROUPS, CATALOG_DB, CATALOG_DB + ".wal")
 
 # Accepted products: fixed columns first, then attr_* in the catalogue's order.
 PRODUCT_FIELDS = [
@@ -80,6 +82,16 @@ def check_complete(data_dir: Path) -> dict:
         what = "does not exist" if not data_dir.exists() else "is not a finished prepared dataset (no report.json)"
         raise EclipError(f"{data_dir} {what}; run `eclip prepare CATALOG --out {data_dir}` first")
     return json.loads(report.read_text())
+
+
+def prepared_report(data_dir: Path) -> dict | None:
+    """The report of a DATA_DIR that `prepare` finished, or None: a report.json that is not prepare's (`eclip eval`
+    writes one too) has no `fingerprint`."""
+    try:
+        report = json.loads((Path(data_dir) / REPORT).read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and "fingerprint" in report else None
 
 
 def read_products(data_dir: str | Path, split: str | None = None, columns: list[str] | None = None) -> pa.Table:

@@ -312,10 +312,24 @@ def test_bad_inputs_raise_one_line_errors(small_catalog, tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(EclipError, match="not written by `eclip offers`"):
+    with pytest.raises(EclipError, match="holds notes.txt, which `eclip offers` did not write"):
         make_offers(small_catalog, foreign, workers=1)
     assert (foreign / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rebuild_never_deletes_files_offers_did_not_write(small_catalog, tmp_path, capsys):
+    out = tmp_path / "out"
+    make_offers(small_catalog, out, per_product=2, workers=1)
+    (out / "notes.txt").write_text("mine")
+    assert main(["offers", str(small_catalog), "--out", str(out), "--per-product", "3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"eclip offers: error: {out}: holds notes.txt, which `eclip offers` did not write; "
+        "choose an empty or new --out (nothing was deleted)")
+    assert (out / "notes.txt").read_text() == "mine" and len(_read_csv(out / "catalog.csv")) == 6
+    (out / "notes.txt").unlink()
+    make_offers(small_catalog, out, per_product=3, workers=1)  # only its own files: rebuilt
+    assert len(_read_csv(out / "catalog.csv")) == 9
 
 
 def test_unusable_images_pass_through_as_offer_zero_only(tmp_path):

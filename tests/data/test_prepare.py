@@ -271,6 +271,42 @@ def test_rerun_reuses_a_finished_dataset(planted):
     assert again == report and shard.stat().st_mtime_ns == before
 
 
+def test_only_a_finished_data_dir_of_prepare_is_replaced(tmp_path, fashion_dir, capsys):
+    catalog = _real_catalogue(tmp_path / "cat", fashion_dir, 3)
+    run = lambda out, *options: main(["prepare", str(catalog), "--out", str(out), "--workers", "1", *options])
+    report_dir = tmp_path / "eval-report"  # `eclip eval --out` writes a report.json too
+    report_dir.mkdir()
+    (report_dir / "report.json").write_text("{}")
+    (report_dir / "report.md").write_text("| scores |")
+    assert run(report_dir) == 2
+    assert "holds report.md, which `eclip prepare` did not write" in capsys.readouterr().err
+    (report_dir / "report.md").unlink()
+    assert run(report_dir) == 2
+    assert "not a finished `eclip prepare` output" in capsys.readouterr().err
+    assert (report_dir / "report.json").read_text() == "{}"
+
+    data_dir = tmp_path / "data"
+    assert run(data_dir, "--dedup", "title") == 0
+    assert run(data_dir, "--dedup", "none") == 0  # its own output, other options: rebuilt
+    assert json.loads((data_dir / "report.json").read_text())["options"]["dedup"] == "none"
+    (data_dir / "notes.txt").write_text("mine")
+    assert run(data_dir, "--dedup", "title") == 2
+    assert "holds notes.txt" in capsys.readouterr().err
+    assert (data_dir / "notes.txt").read_text() == "mine"
+    assert json.loads((data_dir / "report.json").read_text())["options"]["dedup"] == "none"
+
+
+def test_out_that_is_a_file_fails_with_one_clear_line(tmp_path, fashion_dir, capsys):
+    catalog = _real_catalogue(tmp_path / "cat", fashion_dir, 2)
+    (tmp_path / "taken").write_text("mine")
+    for out, message in [(tmp_path / "taken", "exists and is not a folder"),
+                         (tmp_path / "taken" / "sub" / "data", f"cannot be made: {tmp_path / 'taken'} is a file")]:
+        assert main(["prepare", str(catalog), "--out", str(out), "--workers", "1"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error == f"eclip prepare: error: {out}: {message}; choose another --out"
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_killed_run_leaves_nothing_complete_and_rerun_matches(tmp_path, fashion_dir):
     rows = list(csv.DictReader(open(fashion_dir / "catalog.csv", encoding="utf-8")))[:600]
