@@ -94,9 +94,9 @@ def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], Iter
     """The file's own column names and its rows as string record batches."""
     if fmt in ("csv", "tsv"):
         delimiter = "," if fmt == "csv" else "\t"
-        try:
+        try:  # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark, which Arrow skips too
             with open(path, "rb") as handle:
-                header_line = handle.readline().decode("utf-8")
+                header_line = handle.readline().decode("utf-8-sig")
         except UnicodeDecodeError:
             raise EclipError(f"{path}: line 1 is not valid UTF-8; re-encode the file as UTF-8") from None
         header = next(csv.reader([header_line.rstrip("\r\n")], delimiter=delimiter), []) if header_line.strip() else []
@@ -151,8 +151,8 @@ def _jsonl_batches(path: Path, batch_rows: int) -> tuple[list[str], Iterator[pa.
     def records():
         with open(path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
-                try:
-                    line = raw.decode("utf-8").strip()
+                try:  # a byte-order mark may start the file, as in CSV
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
                 except UnicodeDecodeError:
                     raise EclipError(f"{path}: line {number} is not valid UTF-8; re-encode the file as UTF-8") from None
                 if not line:

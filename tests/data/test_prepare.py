@@ -239,6 +239,22 @@ def test_bad_catalogues_fail_with_one_clear_line(tmp_path, content, message, cap
     assert "\n" not in error and message in error and "Traceback" not in error
 
 
+@pytest.mark.parametrize("name", ["catalog.csv", "catalog.tsv", "catalog.jsonl"])
+def test_a_utf8_byte_order_mark_is_read_past(tmp_path, fashion_dir, name):
+    rows = list(csv.DictReader(open(_real_catalogue(tmp_path, fashion_dir, 3), encoding="utf-8")))
+    path = tmp_path / name
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:  # what spreadsheet programs write
+        if name.endswith(".jsonl"):
+            handle.writelines(json.dumps(r) + "\n" for r in rows)
+        else:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t" if name.endswith(".tsv") else ",")
+            writer.writeheader()
+            writer.writerows(rows)
+    prepare(path, tmp_path / "out", config=PrepareConfig(workers=1, dedup="none"))
+    products = read_products(tmp_path / "out", columns=["product_id", "title"]).to_pylist()
+    assert products == [{"product_id": r["product_id"], "title": r["title"]} for r in rows]
+
+
 @pytest.mark.parametrize("option, message", [
     (["--shard-rows", "0"], "--shard-rows must be at least 1, got 0"),  # used to write empty shards forever
     (["--batch-rows", "0"], "--batch-rows must be at least 1, got 0"),
