@@ -73,6 +73,14 @@ class ColumnMapping:
         return resolved
 
 
+def check_distinct_columns(path: Path, header: list[str]) -> None:
+    """EclipError naming a column that appears twice: readers keep one copy and drop the other quietly."""
+    for position, name in enumerate(header):
+        if name in header[:position]:
+            raise EclipError(f"{path}: column {name!r} appears twice in the header (columns {header.index(name) + 1} "
+                             f"and {position + 1}); rename or remove one of them")
+
+
 def detect_format(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -236,6 +244,7 @@ def read_catalog(path: Path, mapping: ColumnMapping | None = None, batch_rows: i
     header, raw = _raw_batches(path, detect_format(path), batch_rows)
     if not header:
         raise EclipError(f"{path}: the catalogue is empty; it needs at least one product")
+    check_distinct_columns(path, header)
     resolved = mapping.resolve(header, path)
 
     def stream():

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from eclip.data.catalog import check_distinct_columns
 from eclip.data.images import ImageLimits, ImageRejected, decode_image, resolve_inside
 from eclip.data.outdir import check_replaceable
 from eclip.errors import EclipError
@@ -288,6 +289,7 @@ def _read_catalog(catalog: Path, limit: int | None) -> tuple[list[str], list[dic
         header = next(reader, None)
         if not header:
             raise EclipError(f"{catalog}: empty file; expected a header row product_id,title,image,...")
+        check_distinct_columns(catalog, header)
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise EclipError(f"{catalog}: missing column(s) {', '.join(missing)}; found {', '.join(header)}")

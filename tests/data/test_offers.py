@@ -306,6 +306,10 @@ def test_bad_inputs_raise_one_line_errors(small_catalog, tmp_path):
                               header=("product_id", "name", "image"))
     with pytest.raises(EclipError, match=r"missing column\(s\) title; found product_id, name, image"):
         make_offers(no_title, tmp_path / "out")
+    two_titles = _write_catalog(tmp_path / "two_titles", [{"product_id": "1", "title": "x", "image": "a.jpg"}],
+                                header=("product_id", "title", "image", "title"))
+    with pytest.raises(EclipError, match=r"column 'title' appears twice in the header \(columns 2 and 4\)"):
+        make_offers(two_titles, tmp_path / "out")
     repeated = _write_catalog(tmp_path / "repeated", [{"product_id": "7", "title": "a b c", "image": "a.jpg", "category": ""}] * 2)
     with pytest.raises(EclipError, match="row 2 repeats product_id '7' of row 1"):
         make_offers(repeated, tmp_path / "out")
