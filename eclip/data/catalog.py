@@ -173,15 +173,13 @@ def _jsonl_batches(path: Path, batch_rows: int) -> tuple[list[str], Iterator[pa.
                     raise EclipError(f"{path}: line {number} is not a JSON object")
                 yield record
 
-    stream = records()
-    first = next(stream, None)
-    if first is None:
-        return [], iter(())
-    header = list(first)
+    # Lines need not share keys: the columns are every key of every line, in order of first appearance, which
+    # takes a first pass over the file (it also finds a bad line before any row is checked).
+    header = list(dict.fromkeys(key for record in records() for key in record))
 
     def batches():
-        pending = [first]
-        for record in stream:
+        pending = []
+        for record in records():
             pending.append(record)
             if len(pending) == batch_rows:
                 yield _records_to_batch(pending, header)

@@ -274,6 +274,19 @@ def test_out_of_range_options_fail_with_one_clear_line(tmp_path, fashion_dir, op
     assert not out.exists()
 
 
+def test_jsonl_columns_are_the_keys_of_every_line(tmp_path, fashion_dir):
+    rows = list(csv.DictReader(open(_real_catalogue(tmp_path, fashion_dir, 3), encoding="utf-8")))
+    del rows[0]["image"]  # the first line alone would make the whole file 'missing field image'
+    rows[2]["attr_material"] = "cotton"  # a key only a later line has
+    path = tmp_path / "catalog.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    report = prepare(path, tmp_path / "out", config=PrepareConfig(workers=1, dedup="none"))
+    assert report["accepted"] == 2 and report["rejected"] == {"image_missing": 1}
+    products = read_products(tmp_path / "out", columns=["product_id", "attr_material"]).to_pylist()
+    assert products == [{"product_id": rows[1]["product_id"], "attr_material": None},
+                        {"product_id": rows[2]["product_id"], "attr_material": "cotton"}]
+
+
 def test_bad_jsonl_line_is_named(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"product_id": "1", "title": "A Good Title", "image": "a.jpg"}\n{"product_id": 2,\n')
