@@ -12,7 +12,7 @@ import json
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -63,14 +63,17 @@ class ColumnMapping:
             resolved.pop("image", None)
         if self.category_columns:
             resolved.pop("category", None)
-        needed = [c for c in resolved.values()] + self.template_fields() + list(self.category_columns)
-        missing_sources = [c for c in needed if c not in found]
+        missing_sources = [c for c in self.source_columns(resolved) if c not in found]
         missing_fields = [f for f in REQUIRED if f not in resolved and not (f == "image" and self.image_template)]
         if missing_fields or missing_sources:
             what = ", ".join([f"field {f}" for f in missing_fields] + [f"column {c}" for c in missing_sources])
             raise EclipError(f"{source}: missing {what}; columns found: {', '.join(found)}. "
                              f"Map them with --map FIELD=COLUMN, --image-template or --category-columns")
         return resolved
+
+    def source_columns(self, resolved: dict[str, str]) -> list[str]:
+        """The catalogue's columns that `resolved` (from `resolve`) and this mapping read, each once, in order."""
+        return list(dict.fromkeys([*resolved.values(), *self.template_fields(), *self.category_columns]))
 
 
 def check_distinct_columns(path: Path, header: list[str]) -> None:
@@ -98,8 +101,12 @@ def _bad_utf8_line(path: Path) -> int | None:
     return None
 
 
-def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], Iterator[pa.RecordBatch]]:
-    """The file's own column names and its rows as string record batches."""
+RawReader = Callable[[list[str]], Iterator[pa.RecordBatch]]
+
+
+def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], RawReader]:
+    """The file's own column names, and a reader of the given columns' rows as string record batches: columns the
+    mapping does not use are never read (nor converted, whatever their type)."""
     if fmt in ("csv", "tsv"):
         delimiter = "," if fmt == "csv" else "\t"
         try:  # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark, which Arrow skips too
@@ -115,23 +122,26 @@ def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], Iter
                 return EclipError(f"{path}: line {_bad_utf8_line(path)} is not valid UTF-8; re-encode the file as UTF-8")
             return EclipError(f"{path}: cannot parse the CSV: {error}")
 
-        try:  # the first block is parsed on open
-            reader = pacsv.open_csv(
-                path, read_options=pacsv.ReadOptions(block_size=1 << 22),
-                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header},
-                                                     strings_can_be_null=False))
-        except pa.ArrowInvalid as error:
-            raise csv_error(error) from None
-
-        def batches():
-            try:
-                for batch in reader:
-                    yield from (batch.slice(i, batch_rows) for i in range(0, batch.num_rows, batch_rows))
+        def read_csv(columns: list[str]) -> Iterator[pa.RecordBatch]:
+            try:  # the first block is parsed on open, so an error there is raised before any row is checked
+                reader = pacsv.open_csv(
+                    path, read_options=pacsv.ReadOptions(block_size=1 << 22),
+                    parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in columns},
+                                                         include_columns=columns, strings_can_be_null=False))
             except pa.ArrowInvalid as error:
                 raise csv_error(error) from None
 
-        return header, batches()
+            def batches():
+                try:
+                    for batch in reader:
+                        yield from (batch.slice(i, batch_rows) for i in range(0, batch.num_rows, batch_rows))
+                except pa.ArrowInvalid as error:
+                    raise csv_error(error) from None
+
+            return batches()
+
+        return header, read_csv
     if fmt == "parquet":
         try:
             parquet = pq.ParquetFile(path)
@@ -139,23 +149,42 @@ def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], Iter
             raise EclipError(f"{path}: not a readable Parquet file ({error})") from None
         header = parquet.schema_arrow.names
 
-        def batches():
-            for batch in parquet.iter_batches(batch_size=batch_rows):
-                yield pa.RecordBatch.from_arrays([_as_strings(c) for c in batch.columns], names=batch.schema.names)
+        def read_parquet(columns: list[str]) -> Iterator[pa.RecordBatch]:
+            first_row = 1
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+                yield pa.RecordBatch.from_arrays([_as_strings(c, name, first_row, path) for c, name in
+                                                  zip(batch.columns, batch.schema.names)], names=batch.schema.names)
+                first_row += batch.num_rows
 
-        return header, batches()
+        return header, read_parquet
     return _jsonl_batches(path, batch_rows)
 
 
-def _as_strings(column: pa.Array) -> pa.Array:
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+def _as_strings(column: pa.Array, name: str, first_row: int, path: Path) -> pa.Array:
+    """A typed Parquet column as text, written the way a JSONL catalogue's values are (`_records_to_batch`)."""
+    kind = column.type
+    if pa.types.is_boolean(kind) or pa.types.is_nested(kind):
+        return pa.array([_text(v) for v in column.to_pylist()], pa.string())
+    try:
         return column.cast(pa.string())
-    if pa.types.is_boolean(column.type):
-        return pa.array([None if v is None else ("1" if v else "0") for v in column.to_pylist()], pa.string())
-    return column.cast(pa.string())
+    except pa.ArrowInvalid:  # binary that is not UTF-8 text
+        values = column.to_pylist()
+        bad = next(k for k, v in enumerate(values) if v is not None and not _is_utf8(v))
+        raise EclipError(f"{path}: column {name!r}, row {first_row + bad} is not UTF-8 text; map a text column "
+                         f"there or re-encode it") from None
+    except pa.ArrowNotImplementedError:  # types Arrow has no text form for (durations, extension types)
+        return pa.array([_text(v) for v in column.to_pylist()], pa.string())
 
 
-def _jsonl_batches(path: Path, batch_rows: int) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _jsonl_batches(path: Path, batch_rows: int) -> tuple[list[str], RawReader]:
     def records():
         with open(path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
@@ -177,28 +206,30 @@ def _jsonl_batches(path: Path, batch_rows: int) -> tuple[list[str], Iterator[pa.
     # takes a first pass over the file (it also finds a bad line before any row is checked).
     header = list(dict.fromkeys(key for record in records() for key in record))
 
-    def batches():
+    def read_jsonl(columns: list[str]) -> Iterator[pa.RecordBatch]:
         pending = []
         for record in records():
             pending.append(record)
             if len(pending) == batch_rows:
-                yield _records_to_batch(pending, header)
+                yield _records_to_batch(pending, columns)
                 pending = []
         if pending:
-            yield _records_to_batch(pending, header)
+            yield _records_to_batch(pending, columns)
 
-    return header, batches()
+    return header, read_jsonl
 
 
-def _records_to_batch(records: list[dict], header: list[str]) -> pa.RecordBatch:
-    def text(value):
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            return "1" if value else "0"
-        return value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+def _text(value) -> str | None:
+    """A JSON or Parquet value as catalogue text: flags as 1/0, lists and objects as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return value if isinstance(value, str) else json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
 
-    return pa.RecordBatch.from_pydict({name: [text(r.get(name)) for r in records] for name in header})
+
+def _records_to_batch(records: list[dict], columns: list[str]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict({name: [_text(r.get(name)) for r in records] for name in columns})
 
 
 def _flag(values: list[str | None], *, unknown_is_null: bool) -> list[bool | None]:
@@ -239,11 +270,12 @@ def read_catalog(path: Path, mapping: ColumnMapping | None = None, batch_rows: i
     if not path.is_file():
         raise EclipError(f"{path}: no such catalogue file")
     mapping = mapping or ColumnMapping()
-    header, raw = _raw_batches(path, detect_format(path), batch_rows)
+    header, read = _raw_batches(path, detect_format(path), batch_rows)
     if not header:
         raise EclipError(f"{path}: the catalogue is empty; it needs at least one product")
     check_distinct_columns(path, header)
     resolved = mapping.resolve(header, path)
+    raw = read(mapping.source_columns(resolved))
 
     def stream():
         first_row = 1

@@ -223,6 +223,21 @@ def test_default_dedup_finishes_when_no_two_images_look_alike(tmp_path, fashion_
     assert report["accepted"] == 10 and report["rejected"] == {} and report["duplicate_groups"] == 0
 
 
+def test_parquet_columns_of_any_type_are_read_only_when_used(tmp_path, fashion_dir):
+    rows = list(csv.DictReader(open(_real_catalogue(tmp_path, fashion_dir, 3), encoding="utf-8")))
+    table = pa.Table.from_pylist(rows).append_column("tags", pa.array([["summer", "sale"], [], None]))
+    table = table.append_column("picture", pa.array([{"bytes": b"\xff\xd8", "path": "a.jpg"}] * 3))  # datasets' images
+    table = table.append_column("raw", pa.array([b"\xff\xfe", b"ok", None], pa.binary()))  # not UTF-8
+    pq.write_table(table, tmp_path / "catalog.parquet")
+    config = PrepareConfig(workers=1, dedup="none")
+    assert prepare(tmp_path / "catalog.parquet", tmp_path / "unused", config=config)["accepted"] == 3
+    prepare(tmp_path / "catalog.parquet", tmp_path / "tags", ColumnMapping(attribute_columns=("tags",)), config)
+    tags = read_products(tmp_path / "tags", columns=["attr_tags"]).column("attr_tags").to_pylist()
+    assert tags == ['["summer", "sale"]', "[]", None]  # as a JSONL catalogue's list would read
+    with pytest.raises(EclipError, match="column 'raw', row 1 is not UTF-8 text"):
+        prepare(tmp_path / "catalog.parquet", tmp_path / "raw", ColumnMapping(attribute_columns=("raw",)), config)
+
+
 @pytest.mark.parametrize("content, message", [
     (b"product_id,title,image\n1,Good Title Here,a.jpg\n2,Caf\xe9 Bad Bytes,b.jpg\n", "line 3 is not valid UTF-8"),
     (b"id,name,picture\n1,Good Title Here,a.jpg\n", "columns found: id, name, picture"),
