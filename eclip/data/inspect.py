@@ -9,6 +9,7 @@ process pool today and under Spark's `mapInArrow` or Ray's `map_batches` tomorro
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +21,42 @@ from eclip.data.images import (ImageLimits, ImageRejected, decode_image, image_h
                                thumbnail_jpeg)
 from eclip.data.text import normalize_title, title_tokens
 
-_PRICE_NOISE = re.compile(r"[^\d.\-]")
+# One amount, its currency symbol or three-letter code (ISO 4217) before and/or after it.
+_PRICE = re.compile(r"\s*(?P<before>[^\d\s]*)\s*(?P<amount>\d[\d.,]*)\s*(?P<after>[^\d\s]*)\s*")
+# The amount forms whose separators can be read one way only. A thousands separator groups three digits, so a
+# comma before one or two final digits is a decimal comma (19,99), and two kinds of separator or a repeated one
+# say which is which (1,299.00, 1.299,00, 1.299.000). A single separator before three digits is the one form left
+# open; it is read the way Python and English write numbers: a comma groups thousands (12,900 won) and a dot is
+# the decimal point (1.299, tried first). A form that fits none of these is rejected, never guessed.
+_AMOUNT_FORMS = (
+    (re.compile(r"\d+(?:\.\d+)?"), lambda text: text),
+    (re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?"), lambda text: text.replace(",", "")),
+    (re.compile(r"\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?"), lambda text: text.replace(".", "").replace(",", ".")),
+    (re.compile(r"\d+,\d{1,2}"), lambda text: text.replace(",", ".")),
+)
+
+
+def _is_currency(marker: str) -> bool:
+    """'' (none), currency symbols with up to three letters ('$', '€', 'US$') or a three-letter code ('EUR'):
+    not a unit or multiplier such as 'k', nor an exponent, sign or second number."""
+    symbols = sum(unicodedata.category(c) == "Sc" for c in marker)
+    letters = sum(c.isalpha() for c in marker)
+    if symbols + letters != len(marker):
+        return False
+    return letters <= 3 if symbols else letters in (0, 3)
 
 
 def _price(text: str | None) -> float | None:
-    """Prices as sellers write them ('12,900', '$12.99', '12.99 EUR'); ValueError when no number is left."""
+    """A price as sellers write it ('12,900', '$12.99', '12,50 €', '1.299,00 EUR'); ValueError unless the text is
+    one non-negative amount in a form read one way only (`_AMOUNT_FORMS`): not '1e3', '1.5k', '-5' or '10-20'."""
     if text is None or not text.strip():
         return None
-    return float(_PRICE_NOISE.sub("", text.replace(",", "")))
+    match = _PRICE.fullmatch(text)
+    if match and _is_currency(match["before"]) and _is_currency(match["after"]):
+        for form, plain in _AMOUNT_FORMS:
+            if form.fullmatch(match["amount"]):
+                return float(plain(match["amount"]))
+    raise ValueError(text)
 
 
 def _check_text(row: dict, config: PrepareConfig) -> tuple[str, str] | None:
@@ -43,7 +72,8 @@ def _check_text(row: dict, config: PrepareConfig) -> tuple[str, str] | None:
     try:
         _price(row.get("price"))
     except ValueError:
-        return "price_invalid", f"price {row.get('price')!r} is not a number"
+        return "price_invalid", (f"price {row.get('price')!r} is not one amount that reads only one way "
+                                "(12.99, 1,299.00, 1.299,00, 19,99; a currency symbol or code may come before or after)")
     return None
 
 

@@ -302,6 +302,30 @@ def test_jsonl_columns_are_the_keys_of_every_line(tmp_path, fashion_dir):
                         {"product_id": rows[2]["product_id"], "attr_material": "cotton"}]
 
 
+PRICES = {  # as sellers write them -> the price read, or None: rejected as price_invalid
+    "12,900": 12900.0, "$12.99": 12.99, "12.99 EUR": 12.99, "12,50 €": 12.5, "19,99": 19.99, "1.299,00": 1299.0,
+    "1,299.00": 1299.0, "1.299.000": 1299000.0, "US$ 5": 5.0, "0": 0.0, "1.299": 1.299,
+    "1e3": None, "1.5k": None, "-5": None, "nan": None, "inf": None, "12.99.99": None, "10-20": None, "free": None,
+    "12,9000": None, "Rs. 100": None,
+}
+
+
+def test_prices_are_read_one_way_or_rejected(tmp_path, fashion_dir):
+    rows = list(csv.DictReader(open(_real_catalogue(tmp_path, fashion_dir, len(PRICES)), encoding="utf-8")))
+    for row, price in zip(rows, PRICES):
+        row["price"] = price
+    catalog = write_csv(tmp_path / "catalog.csv", rows, fields=[*rows[0]])
+    report = prepare(catalog, tmp_path / "out", config=PrepareConfig(workers=1, dedup="none"))
+    read = dict(zip(*read_products(tmp_path / "out", columns=["product_id", "price"]).to_pydict().values()))
+    rejected = {r["product_id"]: r for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()}
+    assert report["rejected"] == {"price_invalid": sum(v is None for v in PRICES.values())}
+    for row, (text, expected) in zip(rows, PRICES.items()):
+        if expected is None:
+            assert rejected[row["product_id"]]["detail"].startswith(f"price {text!r} is not one amount"), text
+        else:
+            assert read[row["product_id"]] == pytest.approx(expected), text
+
+
 def test_bad_jsonl_line_is_named(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"product_id": "1", "title": "A Good Title", "image": "a.jpg"}\n{"product_id": 2,\n')
