@@ -37,6 +37,32 @@ class ColumnMapping:
     category_columns: tuple[str, ...] = ()  # joined as "a > b > c"
     attribute_columns: tuple[str, ...] = ()  # extra source columns read as attr_<column>
 
+    def __post_init__(self):
+        if self.image_template is not None:
+            self._check_template()
+
+    def _check_template(self) -> None:
+        """A one-line EclipError for a template that no row could fill: the format syntax is Python's."""
+        problem = f"--image-template {self.image_template!r}"
+        invalid = lambda error: EclipError(
+            f"{problem} is not a valid template ({type(error).__name__}: {error}); write columns as {{column}}, "
+            "e.g. 'images/{id}.jpg', and a literal brace as {{ or }}")
+        try:
+            fields = self.template_fields()
+        except ValueError as error:  # an unclosed or unopened brace
+            raise invalid(error) from None
+        for name in fields:  # format would read an attribute or an item of the column's text
+            if "." in name or "[" in name:
+                raise EclipError(f"{problem}: {{{name}}} is not a column; '.' and '[' are format syntax, so name "
+                                 "whole columns, e.g. 'images/{id}.jpg'")
+        if not fields:
+            raise EclipError(f"{problem} names no column, so every product would get the same image; "
+                             "write the column that differs as {column}, e.g. 'images/{id}.jpg'")
+        try:  # a dry run with a stand-in value per column: positional {} or {0}, format specs strings lack
+            self.image_template.format(**{name: "x" for name in fields})
+        except (ValueError, KeyError, IndexError) as error:
+            raise invalid(error) from None
+
     @classmethod
     def from_cli(cls, pairs, image_template=None, category_columns=None, attribute_columns=None) -> "ColumnMapping":
         known = set(REQUIRED) | set(OPTIONAL)

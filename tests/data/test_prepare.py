@@ -272,6 +272,22 @@ def test_a_utf8_byte_order_mark_is_read_past(tmp_path, fashion_dir, name):
     assert products == [{"product_id": r["product_id"], "title": r["title"]} for r in rows]
 
 
+@pytest.mark.parametrize("template, message", [
+    ("images/{id.jpg", " is not a valid template (ValueError: expected '}' before end of string)"),
+    ("images/{id}.jpg}", " is not a valid template (ValueError: Single '}' encountered in format string)"),
+    ("images/{id:d}.jpg", " is not a valid template (ValueError: Unknown format code 'd' for object of type 'str')"),
+    ("images/{}.jpg", " names no column, so every product would get the same image"),
+    ("images/{id.stem}.jpg", ": {id.stem} is not a column; '.' and '[' are format syntax"),
+])
+def test_malformed_image_template_fails_with_one_clear_line(tmp_path, fashion_dir, template, message, capsys):
+    out = tmp_path / "out"
+    assert main(["prepare", str(fashion_dir / "styles.csv"), "--out", str(out), "--map", "product_id=id",
+                 "--map", "title=productDisplayName", "--image-template", template]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"eclip prepare: error: --image-template {template!r}{message}") and "\n" not in error
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("option, message", [
     (["--shard-rows", "0"], "--shard-rows must be at least 1, got 0"),  # used to write empty shards forever
     (["--batch-rows", "0"], "--batch-rows must be at least 1, got 0"),
