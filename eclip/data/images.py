@@ -51,6 +51,26 @@ def resolve_inside(root: Path, relative: str) -> Path:
     return resolved
 
 
+def locate_image(root: Path, image_field: str) -> Path:
+    """The file a catalogue row's `image` field names under `root`, or ImageRejected: `image_missing` when the field
+    is blank, names no file, or names a path no file can have (a NUL byte, a name too long for the filesystem, a
+    symlink loop); `image_path_outside_catalog` when it leads out of `root`."""
+    relative = image_field.strip()
+    if not relative:
+        raise ImageRejected("image_missing", "no image given")
+    try:
+        path = resolve_inside(root, relative)
+        found = path.is_file()
+    except ValueError as error:  # a NUL byte, refused before any system call
+        raise ImageRejected("image_missing", f"{relative!r}: no file can have this path ({error})") from None
+    except (OSError, RuntimeError) as error:  # ENAMETOOLONG and the like; pathlib's symlink loop (Python < 3.13)
+        raise ImageRejected("image_missing", f"{relative!r}: no file can have this path "
+                                             f"({getattr(error, 'strerror', None) or error})") from None
+    if not found:
+        raise ImageRejected("image_missing", relative)
+    return path
+
+
 def _looks_truncated(data: bytes, image_format: str | None) -> bool:
     tail = data.rstrip(b"\x00")
     if image_format == "JPEG":

@@ -17,8 +17,7 @@ import pyarrow as pa
 
 from eclip.data.config import PrepareConfig
 from eclip.data.descriptors import ImageDescriptor
-from eclip.data.images import (ImageLimits, ImageRejected, decode_image, image_hash, resolve_inside,
-                               thumbnail_jpeg)
+from eclip.data.images import ImageLimits, ImageRejected, decode_image, image_hash, locate_image, thumbnail_jpeg
 from eclip.data.text import normalize_title, title_tokens
 
 # One amount, its currency symbol or three-letter code (ISO 4217) before and/or after it.
@@ -95,13 +94,11 @@ def inspect_batch(batch: pa.RecordBatch, root: Path, config: PrepareConfig,
         rejection = _check_text(row, config)
         if rejection is None:
             try:
-                image_field = (row.get("image") or "").strip()
-                if not image_field:
-                    raise ImageRejected("image_missing", "no image given")
-                path = resolve_inside(root, image_field)
-                if not path.is_file():
-                    raise ImageRejected("image_missing", image_field)
-                data = path.read_bytes()
+                path = locate_image(root, row.get("image") or "")
+                try:
+                    data = path.read_bytes()
+                except OSError as error:  # no permission, an I/O error
+                    raise ImageRejected("image_unreadable", f"{type(error).__name__}: {error.strerror}") from None
                 image, width[i], height[i] = decode_image(data, limits)
                 hashes[i] = image_hash(image)
                 thumbnails[i] = thumbnail_jpeg(data, image, config.thumbnail_size)

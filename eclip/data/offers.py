@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from eclip.data.catalog import check_distinct_columns
-from eclip.data.images import ImageLimits, ImageRejected, decode_image, resolve_inside
+from eclip.data.images import ImageLimits, ImageRejected, decode_image, locate_image
 from eclip.data.outdir import check_replaceable
 from eclip.errors import EclipError
 from eclip.progress import progress_bar
@@ -254,9 +254,13 @@ def _offer_rng(seed: int, product_id: str, index: int, part: str) -> random.Rand
 def make_product_offers(task: ProductTask, per_product: int, seed: int, images_dir: Path) -> list[Offer]:
     """Write the images of one product's offers into `images_dir`; returns the offers, offer 0 first."""
     original_id = _offer_id(task.product_id, 0)
+    as_given = [Offer(original_id, task.image, task.title, (), ())]
     if task.source is None:
-        return [Offer(original_id, task.image, task.title, (), ())]
-    data = task.source.read_bytes()
+        return as_given
+    try:
+        data = task.source.read_bytes()
+    except OSError:  # no permission, an I/O error: `prepare` rejects it as image_unreadable
+        return as_given
     original_name = _file_stem(original_id) + (task.source.suffix.lower() or ".jpg")
     (images_dir / original_name).write_bytes(data)
     offers = [Offer(original_id, f"images/{original_name}", task.title, (), ())]
@@ -316,10 +320,8 @@ def _read_catalog(catalog: Path, limit: int | None) -> tuple[list[str], list[dic
 
 def _task(row: dict[str, str], root: Path) -> ProductTask:
     try:
-        source = resolve_inside(root, row["image"]) if row["image"] else None
-    except ImageRejected:
-        source = None
-    if source is not None and not source.is_file():
+        source = locate_image(root, row["image"])
+    except ImageRejected:  # copied through as given: `prepare` rejects it for the same reason
         source = None
     return ProductTask(row["product_id"], row["title"], row["image"], source)
 

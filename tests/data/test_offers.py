@@ -357,6 +357,22 @@ def test_unusable_images_pass_through_as_offer_zero_only(tmp_path):
     assert [t["offer_index"] for t in truth] == [0, 0, 0, 0, 1, 2]
 
 
+def test_paths_no_file_can_have_pass_through_as_offer_zero_only(tmp_path):
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    (source / "images" / "good.jpg").write_bytes(_jpeg())
+    (source / "images" / "loop-a").symlink_to("loop-b")
+    (source / "images" / "loop-b").symlink_to("loop-a")
+    impossible = {"nul-byte": "images/good\x00.jpg", "name-too-long": "images/" + "a" * 300 + ".jpg",
+                  "symlink-loop": "images/loop-a"}
+    rows = [{"product_id": pid, "title": "Brand Women Red Summer Dress", "image": image, "category": ""}
+            for pid, image in [("good", "images/good.jpg"), *impossible.items()]]
+    summary = make_offers(_write_catalog(source, rows), tmp_path / "out", per_product=2, workers=1)
+    assert summary == {"products": 4, "offers": 2 + 3, "passed_through": 3}
+    written = {r["product_id"]: r["image"] for r in _read_csv(tmp_path / "out" / "catalog.csv")}
+    assert [written[f"{pid}-o0"] for pid in impossible] == list(impossible.values())
+
+
 def test_unsafe_product_ids_get_safe_unique_file_names(tmp_path):
     source = tmp_path / "src"
     (source / "images").mkdir(parents=True)

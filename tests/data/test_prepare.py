@@ -111,6 +111,32 @@ def planted(tmp_path_factory, fashion_dir):
     return root, report, expected
 
 
+IMPOSSIBLE_PATHS = {  # product id -> an image path no file can have
+    "nul-byte": "images/15970\x00.jpg", "name-too-long": "images/" + "a" * 300 + ".jpg",
+    "path-too-long": "images/" + "a/" * 3000 + "x.jpg", "symlink-loop": "images/loop-a",
+}
+
+
+def _impossible_paths_catalogue(folder: Path, fashion_dir: Path) -> Path:
+    """A real product whose image is there, then one row per path the OS refuses."""
+    catalog = _real_catalogue(folder, fashion_dir, 1)
+    (folder / "images" / "loop-a").symlink_to("loop-b")
+    (folder / "images" / "loop-b").symlink_to("loop-a")
+    rows = list(csv.DictReader(open(catalog, encoding="utf-8")))
+    rows += [{**rows[0], "product_id": pid, "image": path} for pid, path in IMPOSSIBLE_PATHS.items()]
+    return write_csv(catalog, rows, fields=list(rows[0]))
+
+
+def test_paths_no_file_can_have_are_rejected_as_missing(tmp_path, fashion_dir):
+    catalog = _impossible_paths_catalogue(tmp_path / "cat", fashion_dir)
+    report = prepare(catalog, tmp_path / "out", config=PrepareConfig(workers=1, dedup="none"))
+    assert report["accepted"] == 1 and report["rejected"] == {"image_missing": len(IMPOSSIBLE_PATHS)}
+    rejected = {r["product_id"]: r["detail"] for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()}
+    assert rejected["nul-byte"] == "'images/15970\\x00.jpg': no file can have this path (embedded null byte)"
+    assert rejected["name-too-long"].endswith("no file can have this path (File name too long)")
+    assert "Symlink loop" in rejected["symlink-loop"]
+
+
 def test_every_row_is_accounted_for_with_its_reason(planted):
     root, report, expected = planted
     assert report["input_rows"] == len(expected) + 1  # + the repeated product id
