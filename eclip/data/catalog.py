@@ -117,7 +117,7 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def _bad_utf8_line(path: Path) -> int | None:
+def bad_utf8_line(path: Path) -> int | None:
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             try:
@@ -145,7 +145,7 @@ def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], RawR
             raise EclipError(f"{path}: the file is empty; a catalogue needs a header row and at least one product")
         def csv_error(error: pa.ArrowInvalid) -> EclipError:
             if "UTF8" in str(error):
-                return EclipError(f"{path}: line {_bad_utf8_line(path)} is not valid UTF-8; re-encode the file as UTF-8")
+                return EclipError(f"{path}: line {bad_utf8_line(path)} is not valid UTF-8; re-encode the file as UTF-8")
             return EclipError(f"{path}: cannot parse the CSV: {error}")
 
         def read_csv(columns: list[str]) -> Iterator[pa.RecordBatch]:

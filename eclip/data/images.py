@@ -1,7 +1,8 @@
 """Safe image decoding, validation, thumbnails, the 29-digit image hash and a cheap near-duplicate descriptor.
 
 Everything here works on bytes already read from disk: the caller decides which paths may be opened
-(`resolve_inside`), so no path from a catalogue row is ever followed outside the catalogue's folder.
+(`locate_image`, through `resolve_inside`), so no path from a catalogue row is ever followed outside the
+catalogue's folder.
 """
 
 from __future__ import annotations

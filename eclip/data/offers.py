@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from eclip.data.catalog import check_distinct_columns
+from eclip.data.catalog import bad_utf8_line, check_distinct_columns
 from eclip.data.images import ImageLimits, ImageRejected, decode_image, locate_image
 from eclip.data.outdir import check_replaceable
 from eclip.errors import EclipError
@@ -39,6 +39,9 @@ REQUIRED_COLUMNS = ("product_id", "title", "image")
 # Bump when a variation changes, so that a finished OUT made by older code is regenerated.
 GENERATOR_VERSION = 1
 CHUNK_PRODUCTS = 32
+# File systems allow 255 bytes a name; a longer id is shortened and hashed, leaving room for the extension.
+_MAX_STEM_CHARS = 200
+_MAX_FIELD_CHARS = 1 << 30  # a field this long would be an unclosed quote swallowing the file, not a description
 # What OUT holds; the record is written last, so its presence marks a complete OUT.
 CATALOG_FILE, IMAGES_DIR, TRUTH_FILE, RECORD_FILE = "catalog.csv", "images", "offers_truth.parquet", "offers.json"
 OUT_ENTRIES = (CATALOG_FILE, IMAGES_DIR, TRUTH_FILE, RECORD_FILE)
@@ -57,8 +60,10 @@ BORDER_COLOURS = ((0, 0, 0), (90, 90, 90), (200, 200, 200), (20, 40, 110), (180,
 DARK_INKS = ((0, 0, 0), (110, 110, 110), (180, 30, 40))
 LIGHT_INK = (255, 255, 255)
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
-# Only the decompression-bomb cap matters here; size and aspect are `prepare`'s decision.
-_DECODE_LIMITS = ImageLimits(min_side=1, max_aspect=float("inf"))
+# Size and aspect are `prepare`'s decision, so only the decompression-bomb cap applies, and sides of 2 px: a crop
+# cuts at least one column, which would leave nothing of an image one pixel wide, so such a placeholder is copied
+# through as offer 0 only.
+_DECODE_LIMITS = ImageLimits(min_side=2, max_aspect=float("inf"))
 
 
 @dataclass(frozen=True)
@@ -241,7 +246,7 @@ def _offer_id(product_id: str, index: int) -> str:
 def _file_stem(offer_id: str) -> str:
     """`offer_id` when it is a safe file name, else a sanitized name made unique by a short hash."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", offer_id).lstrip(".")
-    if safe == offer_id:
+    if safe == offer_id and len(safe) <= _MAX_STEM_CHARS:
         return safe
     return f"{safe[:80]}-{hashlib.sha1(offer_id.encode()).hexdigest()[:10]}"
 
@@ -288,33 +293,45 @@ def _read_catalog(catalog: Path, limit: int | None) -> tuple[list[str], list[dic
         raise EclipError(f"{catalog}: no such file; pass a catalogue CSV (product_id,title,image,...)")
     if catalog.suffix.lower() != ".csv":
         raise EclipError(f"{catalog}: offers reads a CSV catalogue in the default layout (product_id,title,image,...)")
+    # Descriptions run past the csv module's default 128 KB a field; prepare's reader has no such limit.
+    csv.field_size_limit(max(csv.field_size_limit(), _MAX_FIELD_CHARS))
     with catalog.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header:
-            raise EclipError(f"{catalog}: empty file; expected a header row product_id,title,image,...")
-        check_distinct_columns(catalog, header)
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise EclipError(f"{catalog}: missing column(s) {', '.join(missing)}; found {', '.join(header)}")
-        rows: list[dict[str, str]] = []
-        first_row: dict[str, int] = {}
-        for row_number, values in enumerate(reader, start=1):
-            if limit is not None and len(rows) == limit:
-                break
-            if not values:
-                continue
-            if len(values) != len(header):
-                raise EclipError(f"{catalog}: row {row_number} has {len(values)} fields, the header has {len(header)}")
-            row = dict(zip(header, values))
-            product_id = row["product_id"]
-            if not product_id:
-                raise EclipError(f"{catalog}: row {row_number} has an empty product_id; every product needs one")
-            if product_id in first_row:
-                raise EclipError(f"{catalog}: row {row_number} repeats product_id {product_id!r} of row "
-                                 f"{first_row[product_id]}; offer ids must be unique")
-            first_row[product_id] = row_number
-            rows.append(row)
+        try:
+            return _read_rows(catalog, reader, limit)
+        except UnicodeDecodeError:
+            raise EclipError(f"{catalog}: line {bad_utf8_line(catalog)} is not valid UTF-8; re-encode the file as "
+                             "UTF-8") from None
+        except csv.Error as error:
+            raise EclipError(f"{catalog}: line {reader.line_num} cannot be parsed as CSV ({error})") from None
+
+
+def _read_rows(catalog: Path, reader, limit: int | None) -> tuple[list[str], list[dict[str, str]]]:
+    header = next(reader, None)
+    if not header:
+        raise EclipError(f"{catalog}: empty file; expected a header row product_id,title,image,...")
+    check_distinct_columns(catalog, header)
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise EclipError(f"{catalog}: missing column(s) {', '.join(missing)}; found {', '.join(header)}")
+    rows: list[dict[str, str]] = []
+    first_row: dict[str, int] = {}
+    for row_number, values in enumerate(reader, start=1):
+        if limit is not None and len(rows) == limit:
+            break
+        if not values:
+            continue
+        if len(values) != len(header):
+            raise EclipError(f"{catalog}: row {row_number} has {len(values)} fields, the header has {len(header)}")
+        row = dict(zip(header, values))
+        product_id = row["product_id"]
+        if not product_id:
+            raise EclipError(f"{catalog}: row {row_number} has an empty product_id; every product needs one")
+        if product_id in first_row:
+            raise EclipError(f"{catalog}: row {row_number} repeats product_id {product_id!r} of row "
+                             f"{first_row[product_id]}; offer ids must be unique")
+        first_row[product_id] = row_number
+        rows.append(row)
     return header, rows
 
 

@@ -336,6 +336,52 @@ def test_a_rebuild_never_deletes_files_offers_did_not_write(small_catalog, tmp_p
     assert len(_read_csv(out / "catalog.csv")) == 9
 
 
+def test_a_catalogue_that_is_not_utf8_fails_with_one_line(tmp_path):
+    (tmp_path / "catalog.csv").write_bytes("product_id,title,image\n1,Café Summer Dress,a.jpg\n".encode("latin-1"))
+    with pytest.raises(EclipError, match="catalog.csv: line 2 is not valid UTF-8; re-encode the file as UTF-8"):
+        make_offers(tmp_path / "catalog.csv", tmp_path / "out")
+
+
+def test_fields_over_the_csv_modules_128_kb_are_read(tmp_path):
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    (source / "images" / "a.jpg").write_bytes(_jpeg())
+    description = "<p>Soft cotton, relaxed fit.</p>" * 8000  # 256 KB of seller HTML
+    rows = [{"product_id": "1", "title": "Brand Women Red Summer Dress", "image": "images/a.jpg", "description": description}]
+    make_offers(_write_catalog(source, rows, header=("product_id", "title", "image", "description")),
+                tmp_path / "out", per_product=2, workers=1)
+    assert [r["description"] for r in _read_csv(tmp_path / "out" / "catalog.csv")] == [description] * 2
+
+
+def test_one_pixel_wide_images_pass_through_as_offer_zero_only(tmp_path):
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    rows = []
+    for size in [(1, 1), (1, 5), (5, 1), (2, 2)]:
+        name = f"images/p{size[0]}x{size[1]}.png"
+        Image.new("RGB", size, (200, 40, 40)).save(source / name)
+        rows.append({"product_id": f"p{size[0]}x{size[1]}", "title": "Placeholder Pixel Red Shirt", "image": name})
+    # seed 4 draws no crop margin for the 1x1 image, whose forced one-column crop left an empty image
+    summary = make_offers(_write_catalog(source, rows, header=("product_id", "title", "image")), tmp_path / "out",
+                          per_product=8, seed=4, workers=1)
+    assert summary == {"products": 4, "offers": 3 + 8, "passed_through": 3}
+
+
+def test_ids_too_long_for_a_file_name_get_a_short_hashed_one(tmp_path):
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    (source / "images" / "a.jpg").write_bytes(_jpeg())
+    long_ids = ["p" + "x" * 300, "p" + "x" * 299 + "y"]  # alike for their first 200 characters
+    rows = [{"product_id": pid, "title": "Brand Women Red Summer Dress", "image": "images/a.jpg", "category": ""}
+            for pid in long_ids]
+    make_offers(_write_catalog(source, rows), tmp_path / "out", per_product=2, workers=1)
+    written = _read_csv(tmp_path / "out" / "catalog.csv")
+    assert [r["product_id"] for r in written] == [f"{pid}-o{k}" for pid in long_ids for k in range(2)]
+    names = [Path(r["image"]).name for r in written]
+    assert len(set(names)) == 4 and all(len(name) <= 255 for name in names)
+    assert all((tmp_path / "out" / r["image"]).is_file() for r in written)
+
+
 def test_unusable_images_pass_through_as_offer_zero_only(tmp_path):
     source = tmp_path / "src"
     (source / "images").mkdir(parents=True)
