@@ -2,7 +2,8 @@
 
 Canonical columns: `row` (1-based data row), `product_id`, `title`, `image` (path relative to the catalogue's
 folder), and where present `category`, `catalog_id`, `brand`, `price`, `description`, `adult`, `flagged`,
-`attr_<name>`. Everything is read as text: a catalogue's types are its seller's guess, checked later.
+`attr_<name>`. Everything is read as text (but `adult`, a nullable bool): a catalogue's types are its seller's
+guess, checked later. Ids lose surrounding spaces, so ' p1' and 'p1' are one id.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from eclip.errors import EclipError
 REQUIRED = ("product_id", "title", "image")
 OPTIONAL = ("category", "catalog_id", "brand", "price", "description", "adult", "flagged")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-_TRUE = {"1", "true", "t", "yes", "y"}
-_FALSE = {"0", "false", "f", "no", "n", ""}
+TRUE_TEXTS = ("1", "true", "t", "yes", "y")  # case-blind, around spaces
+FALSE_TEXTS = ("0", "false", "f", "no", "n", "")
 
 
 @dataclass
@@ -258,12 +259,10 @@ def _records_to_batch(records: list[dict], columns: list[str]) -> pa.RecordBatch
     return pa.RecordBatch.from_pydict({name: [_text(r.get(name)) for r in records] for name in columns})
 
 
-def _flag(values: list[str | None], *, unknown_is_null: bool) -> list[bool | None]:
-    out = []
-    for value in values:
-        text = (value or "").strip().lower()
-        out.append(True if text in _TRUE else False if text in _FALSE else (None if unknown_is_null else True))
-    return out
+def flag_value(value: str | None) -> bool | None:
+    """A yes/no cell as a bool (a blank cell is no), or None when it is neither."""
+    text = (value or "").strip().lower()
+    return True if text in TRUE_TEXTS else False if text in FALSE_TEXTS else None
 
 
 def _blank_to_null(values: pa.Array) -> pa.Array:
@@ -277,6 +276,9 @@ def _canonical(batch: pa.RecordBatch, resolved: dict[str, str], mapping: ColumnM
     column = lambda name: batch.column(batch.schema.get_field_index(name))
     for name, source in resolved.items():
         data[name] = _blank_to_null(column(source))
+    for name in ("product_id", "catalog_id"):  # the duplicate checks must see ' p1' and 'p1' as one id
+        if name in data:
+            data[name] = pc.utf8_trim_whitespace(data[name])
     if mapping.image_template:
         rows = batch.select(mapping.template_fields()).to_pylist()
         data["image"] = pa.array([mapping.image_template.format(**{k: (v or "") for k, v in r.items()}) for r in rows], pa.string())
@@ -284,9 +286,7 @@ def _canonical(batch: pa.RecordBatch, resolved: dict[str, str], mapping: ColumnM
         parts = [column(c).to_pylist() for c in mapping.category_columns]
         data["category"] = pa.array([" > ".join(p.strip() for p in path if p and p.strip()) or None for path in zip(*parts)], pa.string())
     if "adult" in data:
-        data["adult"] = pa.array(_flag(data["adult"].to_pylist(), unknown_is_null=True), pa.bool_())
-    if "flagged" in data:
-        data["flagged"] = pa.array(_flag(data["flagged"].to_pylist(), unknown_is_null=False), pa.bool_())
+        data["adult"] = pa.array([flag_value(v) for v in data["adult"].to_pylist()], pa.bool_())
     return pa.RecordBatch.from_pydict(data)
 
 

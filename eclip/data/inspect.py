@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from eclip.data.catalog import FALSE_TEXTS, TRUE_TEXTS, flag_value
 from eclip.data.config import PrepareConfig
 from eclip.data.descriptors import ImageDescriptor
 from eclip.data.images import ImageLimits, ImageRejected, decode_image, image_hash, locate_image, thumbnail_jpeg
@@ -59,7 +60,11 @@ def _price(text: str | None) -> float | None:
 
 
 def _check_text(row: dict, config: PrepareConfig) -> tuple[str, str] | None:
-    if row.get("flagged"):
+    flagged = flag_value(row.get("flagged"))
+    if flagged is None:  # a moderation flag that cannot be read must not let the row through
+        return "flagged_invalid", (f"flagged value {row['flagged']!r} is neither true ({'/'.join(TRUE_TEXTS)}) nor "
+                                   f"false ({'/'.join(FALSE_TEXTS[:-1])} or empty)")
+    if flagged:
         return "flagged", "flagged by the catalogue"
     if not (row.get("product_id") or "").strip():
         return "missing_product_id", ""

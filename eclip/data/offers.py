@@ -324,11 +324,11 @@ def _read_rows(catalog: Path, reader, limit: int | None) -> tuple[list[str], lis
         if len(values) != len(header):
             raise EclipError(f"{catalog}: row {row_number} has {len(values)} fields, the header has {len(header)}")
         row = dict(zip(header, values))
-        product_id = row["product_id"]
+        product_id = row["product_id"].strip()  # as prepare reads ids: ' p1' repeats 'p1'
         if not product_id:
             raise EclipError(f"{catalog}: row {row_number} has an empty product_id; every product needs one")
         if product_id in first_row:
-            raise EclipError(f"{catalog}: row {row_number} repeats product_id {product_id!r} of row "
+            raise EclipError(f"{catalog}: row {row_number} repeats product_id {row['product_id']!r} of row "
                              f"{first_row[product_id]}; offer ids must be unique")
         first_row[product_id] = row_number
         rows.append(row)

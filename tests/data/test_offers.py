@@ -313,6 +313,10 @@ def test_bad_inputs_raise_one_line_errors(small_catalog, tmp_path):
     repeated = _write_catalog(tmp_path / "repeated", [{"product_id": "7", "title": "a b c", "image": "a.jpg", "category": ""}] * 2)
     with pytest.raises(EclipError, match="row 2 repeats product_id '7' of row 1"):
         make_offers(repeated, tmp_path / "out")
+    padded = _write_catalog(tmp_path / "padded", [{"product_id": pid, "title": "a b c", "image": "a.jpg", "category": ""}
+                                                  for pid in ("7", " 7 ")])
+    with pytest.raises(EclipError, match="row 2 repeats product_id ' 7 ' of row 1"):
+        make_offers(padded, tmp_path / "out")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")

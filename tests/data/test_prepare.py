@@ -368,6 +368,35 @@ def test_prices_are_read_one_way_or_rejected(tmp_path, fashion_dir):
             assert read[row["product_id"]] == pytest.approx(expected), text
 
 
+def test_ids_are_compared_without_surrounding_spaces(tmp_path, fashion_dir):
+    rows = list(csv.DictReader(open(_real_catalogue(tmp_path, fashion_dir, 4), encoding="utf-8")))
+    first = rows[0]["product_id"]
+    rows[1]["product_id"], rows[2]["product_id"] = f" {first}", f"{first}\t"
+    rows[3]["product_id"] = f" {rows[3]['product_id']} "
+    report = prepare(write_csv(tmp_path / "catalog.csv", rows, fields=[*rows[0]]), tmp_path / "out",
+                     config=PrepareConfig(workers=1, dedup="none"))
+    assert report["rejected"] == {"duplicate_product_id": 2}
+    kept = read_products(tmp_path / "out", columns=["product_id"]).column("product_id").to_pylist()
+    assert kept == [first, rows[3]["product_id"].strip()]
+
+
+FLAGS = {"1": "flagged", "yes": "flagged", "TRUE": "flagged", " y ": "flagged", "0": None, "no": None, "F": None,
+         "": None, "maybe": "flagged_invalid", "2": "flagged_invalid", "-": "flagged_invalid"}
+
+
+def test_flagged_values_are_true_false_or_rejected_as_unreadable(tmp_path, fashion_dir):
+    rows = list(csv.DictReader(open(_real_catalogue(tmp_path, fashion_dir, len(FLAGS)), encoding="utf-8")))
+    for row, flag in zip(rows, FLAGS):
+        row["flagged"] = flag
+    prepare(write_csv(tmp_path / "catalog.csv", rows, fields=[*rows[0]]), tmp_path / "out",
+            config=PrepareConfig(workers=1, dedup="none"))
+    rejected = {r["product_id"]: r for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()}
+    for row, (flag, reason) in zip(rows, FLAGS.items()):
+        assert (rejected[row["product_id"]]["reason"] if row["product_id"] in rejected else None) == reason, flag
+    assert rejected[rows[-1]["product_id"]]["detail"] == \
+        "flagged value '-' is neither true (1/true/t/yes/y) nor false (0/false/f/no/n or empty)"
+
+
 def test_bad_jsonl_line_is_named(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"product_id": "1", "title": "A Good Title", "image": "a.jpg"}\n{"product_id": 2,\n')
