@@ -63,7 +63,9 @@ def _add_offers(sub) -> None:
                     "images and titles with seller tags, reordered or dropped words, typos and other casing. "
                     "The output catalogue carries catalog_id (the ground truth) and offers_truth.parquet.")
     p.add_argument("catalog", type=Path, help="catalogue in the default layout (product_id, title, image, ...)")
-    p.add_argument("--out", type=Path, required=True, help="output folder: catalog.csv + images/ + offers_truth.parquet; new, empty, or an earlier `eclip offers` OUT")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder: catalog.csv + images/ + offers_truth.parquet; new, empty, or an earlier "
+                        "`eclip offers` OUT")
     p.add_argument("--per-product", type=int, default=3, metavar="K", help="offers per product, the original included (default 3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N products")

@@ -252,7 +252,9 @@ def _text(value) -> str | None:
         return None
     if isinstance(value, bool):
         return "1" if value else "0"
-    return value if isinstance(value, str) else json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str)
+    return value if isinstance(value, str) else str(value)
 
 
 def _records_to_batch(records: list[dict], columns: list[str]) -> pa.RecordBatch:

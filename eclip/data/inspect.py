@@ -76,8 +76,8 @@ def _check_text(row: dict, config: PrepareConfig) -> tuple[str, str] | None:
     try:
         _price(row.get("price"))
     except ValueError:
-        return "price_invalid", (f"price {row.get('price')!r} is not one amount that reads only one way "
-                                "(12.99, 1,299.00, 1.299,00, 19,99; a currency symbol or code may come before or after)")
+        return "price_invalid", (f"price {row.get('price')!r} is not one amount that reads only one way (12.99, "
+                                 "1,299.00, 1.299,00, 19,99; a currency symbol or code may come before or after)")
     return None
 
 
