@@ -381,6 +381,8 @@ def _run_rec(args) -> int:
         config = config.override(args.overrides)
         summary = train(args.out, args.sequences, config, args.item_features, args.item_feature_column,
                         resume=args.resume, device=args.device)
+        for note in summary["notes"]:
+            print(f"note: {note}")
         print(f"epoch {summary['epoch']}: best validation NDCG@10 {summary['best_val']:.4f} at epoch "
               f"{summary['best_epoch']}; {summary['seconds']:.0f}s training -> {args.out}")
         return 0

@@ -26,6 +26,8 @@ def load_item_features(emb_dir: Path, column: str = "fused") -> tuple[list[str],
     if not pa.types.is_fixed_size_list(schema.field(column).type):
         raise EclipError(f"{path}: column {column!r} is {schema.field(column).type}, expected a fixed-size list of floats")
     table = pq.read_table(path, columns=["product_id", column])
+    if table.num_rows == 0:
+        raise EclipError(f"{path}: no rows; rebuild the embeddings")
     values = table[column].combine_chunks()
     if values.null_count:
         raise EclipError(f"{path}: {values.null_count} null embedding(s) in {column!r}; rebuild the embeddings")
@@ -35,17 +37,28 @@ def load_item_features(emb_dir: Path, column: str = "fused") -> tuple[list[str],
     return [str(p) for p in table["product_id"].to_pylist()], matrix
 
 
-def align_features(item_ids: list[str], product_ids: list[str], matrix: np.ndarray, source: str) -> np.ndarray:
-    """(n_items + 1, C) content per item index (row 0 and items without content are zero)."""
+def align_features(item_ids: list[str], product_ids: list[str], matrix: np.ndarray, source: str,
+                   in_sequences: np.ndarray) -> tuple[np.ndarray, float]:
+    """(n_items + 1, C) content per item index (row 0 and items without content are zero), and the share of the
+    items that occur in the sequences (`in_sequences`, item indices) that have content.
+
+    Products that never occur in a sequence join the vocabulary with their content, so only the sequence items
+    tell whether the two files share their ids: none in common is refused.
+    """
     row_of = {p: r for r, p in enumerate(product_ids)}
     content = np.zeros((len(item_ids) + 1, matrix.shape[1]), dtype=np.float32)
     matched = [(k, row_of[item]) for k, item in enumerate(item_ids, 1) if item in row_of]
-    if not matched:
-        raise EclipError(f"{source}: no sequence item id matches a product_id; the sequences must use the "
-                         "catalogue's product ids")
-    index, rows = map(np.array, zip(*matched))
-    content[index] = matrix[rows]
-    return content
+    has_content = np.zeros(len(item_ids) + 1, dtype=bool)
+    if matched:
+        index, rows = map(np.array, zip(*matched))
+        content[index] = matrix[rows]
+        has_content[index] = True
+    share = float(has_content[in_sequences].mean())
+    if share == 0:
+        raise EclipError(f"{source}: no sequence item id matches a product_id (items such as "
+                         f"{item_ids[in_sequences[0] - 1]!r}, product_ids such as {product_ids[0]!r}); the sequences "
+                         "must use the catalogue's product ids")
+    return content, share
 
 
 def write_item_features(emb_dir: Path, product_ids: list[str], columns: dict[str, np.ndarray]) -> Path:

@@ -49,6 +49,10 @@ class TrainConfig:
     seed: int = 0
 
 
+# Below this share of the sequence items with content the features barely inform the model; it usually means
+# the two files name items differently and only a few ids coincide.
+LOW_CONTENT_SHARE = 0.5
+
 # Fields that may change on --resume: they decide when to stop, not what is learned per epoch.
 _RESUMABLE_CHANGES = {"patience", "time_limit_minutes"}
 
@@ -116,6 +120,7 @@ class RunData:
     split: Split
     counts: np.ndarray                # (n_items + 1,) training interactions per item
     content: np.ndarray | None        # (n_items + 1, C) or None
+    content_share: float | None       # share of the items in the sequences that have content (None: no features)
 
 
 def load_run_data(sequences_path: Path, config: RecConfig, item_features: Path | None = None,
@@ -128,10 +133,11 @@ def load_run_data(sequences_path: Path, config: RecConfig, item_features: Path |
     vocab = Vocabulary(items) if items is not None else Vocabulary.build(sequences, product_ids or [])
     encoded = [vocab.encode(seq) for seq in sequences.items]
     split = split_sequences(encoded, cold_item_mask(vocab.ids, config.train.cold_fraction, config.train.seed))
-    content = None
+    content = content_share = None
     if matrix is not None:
-        content = align_features(vocab.ids, product_ids, matrix, str(item_features))
-    return RunData(sequences, vocab, encoded, split, item_counts(split.train, vocab.n_items), content)
+        content, content_share = align_features(vocab.ids, product_ids, matrix, str(item_features),
+                                                np.unique(np.concatenate(encoded)))
+    return RunData(sequences, vocab, encoded, split, item_counts(split.train, vocab.n_items), content, content_share)
 
 
 def build_model(config: RecConfig, data: RunData) -> SequenceRecommender:
@@ -147,7 +153,8 @@ def _save_atomic(write, path: Path) -> None:
 
 def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features: Path | None = None,
           feature_column: str = "fused", resume: bool = False, device: str = "cpu") -> dict:
-    """Train (or, with `resume`, continue) a run; returns {"epoch", "best_epoch", "best_val", "seconds"}."""
+    """Train (or, with `resume`, continue) a run; returns {"epoch", "best_epoch", "best_val", "seconds",
+    "cpu_seconds", "notes"} (notes: things about the input the user should know, one line each)."""
     run_dir = Path(run_dir)
     setup = {"sequences": str(Path(sequences_path).resolve()),
              "item_features": str(Path(item_features).resolve()) if item_features else None,
@@ -162,6 +169,10 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
 
     items = json.loads((run_dir / "items.json").read_text()) if resume else None
     data = load_run_data(sequences_path, config, item_features, feature_column, items)
+    notes = []
+    if data.content_share is not None and data.content_share < LOW_CONTENT_SHARE:
+        notes.append(f"only {data.content_share:.0%} of the sequence items have a product_id in {item_features}; "
+                     "the others are learned from their ids alone")
     model = build_model(config, data).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
     state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0, "cpu_seconds": 0.0,
@@ -230,7 +241,7 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
                                     "seconds": round(state["seconds"], 2),
                                     "cpu_seconds": round(state["cpu_seconds"], 2)}) + "\n")
             advance(0, val_ndcg10=f"{val['NDCG@10']:.4f}")
-    return {k: state[k] for k in ("epoch", "best_epoch", "best_val", "seconds", "cpu_seconds")}
+    return {**{k: state[k] for k in ("epoch", "best_epoch", "best_val", "seconds", "cpu_seconds")}, "notes": notes}
 
 
 def learning_rate(cfg: TrainConfig, epoch: float) -> float:
