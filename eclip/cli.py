@@ -337,7 +337,8 @@ def _add_rec(sub) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     train = actions.add_parser("train", help="train (or --resume) a run into RUN_DIR")
-    train.add_argument("sequences", type=Path, help="'user item1 item2 ...' lines (.txt) or a Parquet of user, item, timestamp")
+    train.add_argument("sequences", type=Path, help="'user item1 item2 ...' lines (.txt, '#' lines are comments) or a "
+                                                    "Parquet of user, item, timestamp")
     train.add_argument("--out", type=Path, required=True, help="RUN_DIR")
     train.add_argument("--config", type=Path, help="TOML with [model] and [train] tables (e.g. configs/rec-beauty.toml)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.NAME=VALUE",

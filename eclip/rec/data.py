@@ -31,17 +31,24 @@ def load_sequences(path: Path) -> Sequences:
     path = Path(path)
     if not path.is_file():
         raise EclipError(f"{path}: no such file; pass a sequences .txt or a Parquet of user, item, timestamp")
-    if path.suffix == ".parquet":
+    if path.suffix.lower() == ".parquet":
         return _load_parquet(path)
     return _load_text(path)
 
 
 def _load_text(path: Path) -> Sequences:
+    """Lines starting with '#' are comments (a header naming the format, say); a UTF-8 byte-order mark, which
+    some editors write at the start of the file, is not part of the first user's id."""
     users, items, first_line = [], [], {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise EclipError(f"{path}:{number}: not UTF-8 (byte {error.start + 1} of the line); save the file "
+                                 "as UTF-8, or give a Parquet file a .parquet name") from None
             tokens = line.split()
-            if not tokens:
+            if not tokens or tokens[0].startswith("#"):
                 continue
             if any("," in token for token in tokens):
                 raise EclipError(f"{path}:{number}: commas found; expected whitespace-separated 'user item1 item2 ...' "

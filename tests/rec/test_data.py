@@ -7,6 +7,8 @@ from eclip.errors import EclipError
 from eclip.rec.data import (Vocabulary, cloze_batch, cold_item_mask, item_counts, length_batches, load_sequences,
                             next_item_batch, pad_left, split_sequences)
 
+from tests.conftest import BEAUTY, require
+
 
 def write(tmp_path, text, name="seq.txt"):
     path = tmp_path / name
@@ -28,6 +30,26 @@ def test_malformed_lines_name_the_line(tmp_path, text, line, words):
     path = write(tmp_path, text)
     with pytest.raises(EclipError, match=rf"seq.txt:{line}: .*{words}"):
         load_sequences(path)
+
+
+def test_text_byte_order_mark_comments_and_crlf(tmp_path):
+    beauty = require(BEAUTY / "sequences.txt").read_text().splitlines()[:3]
+    path = tmp_path / "seq.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + "# Amazon beauty: user item1 item2\r\n".encode()
+                     + "\r\n".join(beauty).encode() + b"\r\n")
+    seqs = load_sequences(path)
+    assert seqs.users == [line.split()[0] for line in beauty] and seqs.users[0] == "1"
+    assert seqs.items[0] == beauty[0].split()[1:]
+
+
+def test_non_utf8_lines_and_parquet_named_in_capitals(tmp_path):
+    path = tmp_path / "seq.txt"
+    path.write_bytes("u1 a b\nu2 caf\u00e9 b\n".encode("latin-1"))
+    with pytest.raises(EclipError, match=r"seq.txt:2: not UTF-8 \(byte 7 of the line\); save the file as UTF-8"):
+        load_sequences(path)
+    upper = tmp_path / "LOG.PARQUET"
+    pq.write_table(pa.table({"user": ["a", "a"], "item": ["x", "y"], "timestamp": [2, 1]}), upper)
+    assert load_sequences(upper).items == [["y", "x"]]
 
 
 def test_empty_and_missing_files(tmp_path):
