@@ -78,6 +78,31 @@ def test_parquet_bad_columns_and_nulls(tmp_path):
         load_sequences(path)
 
 
+@pytest.mark.parametrize("columns, message", [
+    ({"user": ["a", "a"], "item": ["x", "y"], "timestamp": ["9", "10"]},
+     "column timestamp is string; expected numbers, dates or timestamps"),
+    ({"user": ["a", "a"], "item": [[1, 2], [3]], "timestamp": [1, 2]},
+     r"column item is list<element: int64>; expected strings or integers, one item per row"),
+    ({"user": [1.5, 1.5], "item": ["x", "y"], "timestamp": [1, 2]}, "column user is double"),
+])
+def test_parquet_column_types_that_cannot_be_ids_or_times_are_refused(tmp_path, columns, message):
+    path = tmp_path / "log.parquet"
+    pq.write_table(pa.table(columns), path)
+    with pytest.raises(EclipError, match=message):
+        load_sequences(path)
+
+
+def test_parquet_dates_and_category_ids_load_and_a_corrupt_file_is_refused(tmp_path):
+    path = tmp_path / "log.parquet"
+    days = pa.array([20, 3, 11], pa.date32())
+    pq.write_table(pa.table({"user": pa.array(["a", "a", "a"]).dictionary_encode(),
+                             "item": pa.array([9, 10, 11]).dictionary_encode(), "timestamp": days}), path)
+    assert load_sequences(path).items == [["10", "11", "9"]]
+    path.write_bytes(b"PAR1 not really")
+    with pytest.raises(EclipError, match="log.parquet: not a readable Parquet file"):
+        load_sequences(path)
+
+
 def test_vocabulary_indices_and_unknown_ids():
     vocab = Vocabulary.build(load_like([["b", "a"], ["a", "c"]]), extra_ids=["d", "a"])
     assert vocab.ids == ["b", "a", "c", "d"] and vocab.mask_token == 5
