@@ -68,6 +68,23 @@ def test_features_round_trip_and_alignment(tmp_path):
         load_item_features(tmp_path / "absent")
 
 
+@pytest.mark.parametrize("table, message", [
+    (pa.table({"product_id": ["1", None, "3"], "fused": pa.array([[0.1, 0.2]] * 3, pa.list_(pa.float32(), 2))}),
+     r"embeddings.parquet: row 2: product_id is null \(1 null\(s\) in all\)"),
+    (pa.table({"product_id": ["1"], "fused": pa.array([["a", "b"]], pa.list_(pa.string(), 2))}),
+     r"column .fused. is fixed_size_list<element: string>\[2\], expected a fixed-size list of floats"),
+    (None, "embeddings.parquet: not a readable Parquet file"),
+])
+def test_bad_feature_files_are_refused_in_one_line(tmp_path, table, message):
+    path = tmp_path / "embeddings.parquet"
+    if table is None:
+        path.write_bytes(b"PAR1")
+    else:
+        pq.write_table(table, path)
+    with pytest.raises(EclipError, match=message):
+        load_item_features(tmp_path, "fused")
+
+
 @pytest.mark.slow
 def test_content_features_recommend_items_never_seen_in_training(tmp_path, catalog):
     sequences = write_sequences(tmp_path / "seq.txt", synthetic_sequences(catalog, 800, seed=0))
