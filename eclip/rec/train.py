@@ -48,6 +48,21 @@ class TrainConfig:
     val_cases: int = 0               # validate each epoch on this many fixed random users; 0 = all
     seed: int = 0
 
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "patience"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("warmup_epochs", "weight_decay", "time_limit_minutes", "val_cases", "seed"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("mask_prob", "last_item_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if not 0 <= self.cold_fraction < 1:
+            raise ValueError(f"cold_fraction must be at least 0 and below 1, got {self.cold_fraction}")
+
 
 # Below this share of the sequence items with content the features barely inform the model; it usually means
 # the two files name items differently and only a few ids coincide.
@@ -107,7 +122,10 @@ def _fill(kind, values: dict, source: str):
         if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
             raise EclipError(f"{source}: {name} = {value!r} is not a {fields[name].type}")
         checked[name] = float(value) if fields[name].type == "float" else value
-    return kind(**checked)
+    try:
+        return kind(**checked)
+    except ValueError as error:
+        raise EclipError(f"{source}: {error}") from None
 
 
 @dataclass
