@@ -348,7 +348,7 @@ def _add_rec(sub) -> None:
                             "so items never seen in training can be recommended")
     train.add_argument("--item-feature-column", default="fused", help="embedding column to use (default fused)")
     train.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last finished epoch")
-    train.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
 
     evaluate = actions.add_parser("eval", help="leave-one-out metrics of runs and the most-popular baseline, one table")
     evaluate.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="runs trained on the same sequences and split")

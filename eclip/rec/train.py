@@ -163,6 +163,21 @@ def build_model(config: RecConfig, data: RunData) -> SequenceRecommender:
     return SequenceRecommender(config.model, data.vocab.n_items, data.counts > 0, data.content)
 
 
+def _check_device(name: str) -> torch.device:
+    """The torch device `name` (cpu, cuda, cuda:N, mps) if this machine has it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise EclipError(f"--device {name!r}: not a device; use cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise EclipError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s); use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise EclipError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return device
+
+
 def _save_atomic(write, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
@@ -173,7 +188,7 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
           feature_column: str = "fused", resume: bool = False, device: str = "cpu") -> dict:
     """Train (or, with `resume`, continue) a run; returns {"epoch", "best_epoch", "best_val", "seconds",
     "cpu_seconds", "notes"} (notes: things about the input the user should know, one line each)."""
-    run_dir = Path(run_dir)
+    run_dir, device = Path(run_dir), _check_device(device)
     setup = {"sequences": str(Path(sequences_path).resolve()),
              "item_features": str(Path(item_features).resolve()) if item_features else None,
              "item_feature_column": feature_column if item_features else None}

@@ -103,6 +103,16 @@ def test_out_of_range_config_values_are_refused(assignment, message):
         RecConfig().override([assignment])
 
 
+@pytest.mark.parametrize("device, message", [
+    ("foo", "--device 'foo': not a device; use cpu, cuda, cuda:N or mps"),
+    ("cuda:99", r"--device cuda:99: this machine has \d+ CUDA GPU\(s\); use --device cpu"),
+])
+def test_unknown_or_absent_devices_are_refused_before_anything_is_written(tmp_path, cyclic, device, message):
+    with pytest.raises(EclipError, match=message):
+        train(tmp_path / "run", cyclic, RecConfig(), device=device)
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_sweep_variant_is_a_valid_override():
     """bench/rec_sweep.py's variants are --set overrides of configs/rec-beauty.toml: a typo would cost a GPU lease."""
     import importlib.util
