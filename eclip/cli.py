@@ -190,15 +190,17 @@ def _run_graph(args) -> int:
         return 0
     import json
 
+    from eclip.files import output_folder
     from eclip.graph.evaluate import evaluate_runs, markdown_table
 
+    if args.out:
+        output_folder(args.out)  # before the evaluation, so a bad --out does not waste it
     report = evaluate_runs(args.data, args.runs, args.embeddings, with_arguments(eval_config, args),
                            train_config.brand_max_words, train_config.brand_min_count)
     table = markdown_table(report)
     print(f"{report['products']} products, {report['classes']} categories at level {report['label_level']}; "
           f"the runs walked {', '.join(report['walked_node_types'])} (no category nodes)\n{table}")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "eval.json").write_text(json.dumps(report, indent=2))
         (args.out / "eval.md").write_text(table + "\n")
     return 0
@@ -388,15 +390,17 @@ def _run_rec(args) -> int:
               f"{summary['best_epoch']}; {summary['seconds']:.0f}s training -> {args.out}")
         return 0
     if args.action == "eval":
+        from eclip.files import output_folder
         from eclip.rec.report import evaluate_runs, markdown_table
 
         if args.negatives < 0:
             raise EclipError("--negatives must be 0 or more")
+        if args.out:
+            output_folder(args.out)  # before the evaluation, so a bad --out does not waste it
         report = evaluate_runs(args.runs, args.sequences, args.split, args.negatives, args.seed)
         table = markdown_table(report)
         print(f"{report['cases']} {report['split']} cases, {report['items']} items, {report['cold_items']} cold items\n{table}")
         if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "eval.json").write_text(json.dumps(report, indent=2))
             (args.out / "eval.md").write_text(table)
         return 0

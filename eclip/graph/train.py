@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eclip.errors import EclipError
+from eclip.files import output_folder
 from eclip.graph.build import build_product_graph, load_products
 from eclip.graph.config import GraphTrainConfig
 from eclip.graph.skipgram import train_skipgram
@@ -43,7 +44,7 @@ def train_graph(data: Path, out: Path, config: GraphTrainConfig, force: bool = F
         if summary["signature"] == json.loads(json.dumps(signature)):
             return {**summary, "reused": True}
         raise EclipError(f"{out}: holds a finished run with other options or data; pass --force to overwrite it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     finished.unlink(missing_ok=True)
 
     graph = build_product_graph(products, config.brand_max_words, config.brand_min_count)

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from eclip.errors import EclipError
+from eclip.files import output_folder
 from eclip.progress import progress_bar
 from eclip.rec.data import (Batch, Sequences, Split, Vocabulary, cloze_batch, cold_item_mask, item_counts,
                             length_batches, load_sequences, next_item_batch, split_sequences)
@@ -216,7 +217,7 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
         optimizer.load_state_dict(saved.pop("optimizer"))
         state.update(saved)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        output_folder(run_dir)
         (run_dir / "config.json").write_text(json.dumps({**setup, **config.to_dict()}, indent=2))
         (run_dir / "items.json").write_text(json.dumps(data.vocab.ids))
         (run_dir / "history.jsonl").write_text("")

@@ -96,6 +96,16 @@ def test_missing_data_and_bad_config(tmp_path, capsys):
     assert "unknown option(s) walks" in capsys.readouterr().err
 
 
+def test_out_that_is_a_file_is_refused_in_one_line(tmp_path, catalog, capsys):
+    taken = tmp_path / "afile"
+    taken.write_text("not a folder")
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(taken), "--walks-per-node", "1",
+                 "--metapaths", "product-color-product"]) == 2
+    assert capsys.readouterr().err == f"eclip graph: error: {taken}: exists and is not a folder; choose another --out\n"
+    assert main(["graph", "eval", str(tmp_path / "run"), "--data", str(catalog), "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == f"eclip graph: error: {taken}: exists and is not a folder; choose another --out\n"
+
+
 def test_shipped_config_is_the_defaults():
     from pathlib import Path
 

@@ -48,3 +48,14 @@ def test_bad_input_is_one_line_with_the_line_number(tmp_path, capsys):
     assert "--set 'train.epoch=3'" in capsys.readouterr().err
     assert main(["rec", "eval", str(tmp_path / "absent")]) == 2
     assert "no model.safetensors" in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
+    sequences = tmp_path / "seq.txt"
+    sequences.write_text("u1 a b c\nu2 b c a\n")
+    taken = tmp_path / "afile"
+    taken.write_text("not a folder")
+    assert main(["rec", "train", str(sequences), "--out", str(taken), "--set", "train.epochs=1"]) == 2
+    assert capsys.readouterr().err == f"eclip rec: error: {taken}: exists and is not a folder; choose another --out\n"
+    assert main(["rec", "eval", str(tmp_path / "run"), "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == f"eclip rec: error: {taken}: exists and is not a folder; choose another --out\n"
