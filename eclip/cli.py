@@ -393,8 +393,8 @@ def _run_rec(args) -> int:
         from eclip.files import output_folder
         from eclip.rec.report import evaluate_runs, markdown_table
 
-        if args.negatives < 0:
-            raise EclipError("--negatives must be 0 or more")
+        if args.negatives < 0 or args.seed < 0:
+            raise EclipError("--negatives and --seed must be 0 or more")
         if args.out:
             output_folder(args.out)  # before the evaluation, so a bad --out does not waste it
         report = evaluate_runs(args.runs, args.sequences, args.split, args.negatives, args.seed)

@@ -25,6 +25,10 @@ def test_train_resume_eval_recommend(tmp_path, capsys):
                  "--set", "train.time_limit_minutes=0"]) == 0
     assert "epoch 2:" in capsys.readouterr().out
 
+    # 20 items: the default 100 negatives cannot be drawn, and the error says how many can.
+    assert main(["rec", "eval", str(bert)]) == 2
+    assert capsys.readouterr().err.startswith("eclip rec: error: --negatives 100: a user has only 14 items to draw "
+                                              "negatives from (the 20 items with training interactions less their own)")
     assert main(["rec", "eval", str(bert), str(sas), "--negatives", "10", "--out", str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out
     assert "150 test cases, 20 items" in out and "full ranking" in out and "10 popularity-sampled negatives" in out
@@ -48,6 +52,8 @@ def test_bad_input_is_one_line_with_the_line_number(tmp_path, capsys):
     assert "--set 'train.epoch=3'" in capsys.readouterr().err
     assert main(["rec", "eval", str(tmp_path / "absent")]) == 2
     assert "no model.safetensors" in capsys.readouterr().err
+    assert main(["rec", "eval", str(tmp_path / "absent"), "--seed", "-1"]) == 2
+    assert capsys.readouterr().err == "eclip rec: error: --negatives and --seed must be 0 or more\n"
 
 
 def test_out_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
