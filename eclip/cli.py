@@ -364,7 +364,10 @@ def _add_rec(sub) -> None:
     recommend.add_argument("run", type=Path, metavar="RUN_DIR")
     who = recommend.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user of the run's sequences: recommend after their whole history")
-    who.add_argument("--items", nargs="+", metavar="ITEM", help="a history of item ids, oldest first")
+    who.add_argument("--items", nargs="+", metavar="ITEM",
+                     help="a history of item ids, oldest first (needs only RUN_DIR, not the sequences)")
+    recommend.add_argument("--sequences", type=Path,
+                           help="with --user: read the sequences from here instead of the recorded path")
     recommend.add_argument("-k", "--top", type=int, default=10, help="how many items (default 10)")
     p.set_defaults(handler=_run_rec)
 
@@ -409,7 +412,7 @@ def _run_rec(args) -> int:
 
     if args.top < 1:
         raise EclipError("-k must be positive")
-    run = load_run(args.run)
+    run = load_run(args.run, args.sequences, with_data=args.user is not None)
     for rank, (item, score) in enumerate(recommend(run, args.items or user_history(run, args.user), args.top), 1):
         print(f"{rank:>3}  {score:.3f}  {item}")
     return 0

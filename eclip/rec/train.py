@@ -304,23 +304,41 @@ class TrainedRun:
     run_dir: Path
     config: RecConfig
     setup: dict
-    data: RunData
+    vocab: Vocabulary
     model: SequenceRecommender
+    data: RunData | None  # None when loaded without its sequences
 
 
-def load_run(run_dir: Path, sequences_path: Path | None = None) -> TrainedRun:
-    """The best weights of a finished (or interrupted) run, with its data rebuilt from config.json;
-    `sequences_path` replaces the recorded sequences file (same users and items, e.g. a moved copy)."""
+def load_run(run_dir: Path, sequences_path: Path | None = None, with_data: bool = True) -> TrainedRun:
+    """The best weights of a finished (or interrupted) run. The model needs only the run folder; `with_data`
+    also rebuilds the run's data from the sequences recorded in config.json, or from `sequences_path` (the same
+    users and items, e.g. a moved copy)."""
     run_dir = Path(run_dir)
     if not (run_dir / "model.safetensors").is_file():
         raise EclipError(f"{run_dir}: no model.safetensors; train a run there first (eclip rec train ... --out {run_dir})")
+    for name in ("config.json", "items.json"):  # a graph run folder holds a model.safetensors too
+        if not (run_dir / name).is_file():
+            raise EclipError(f"{run_dir}: not a rec run (no {name}); give a folder written by eclip rec train")
     saved = json.loads((run_dir / "config.json").read_text())
     config = RecConfig.from_dict({"model": saved["model"], "train": saved["train"]}, str(run_dir / "config.json"))
     setup = {k: saved[k] for k in ("sequences", "item_features", "item_feature_column")}
-    features = Path(setup["item_features"]) if setup["item_features"] else None
-    data = load_run_data(Path(sequences_path or setup["sequences"]), config, features,
-                         setup["item_feature_column"] or "fused", json.loads((run_dir / "items.json").read_text()))
-    model = build_model(config, data)
-    model.load_state_dict(load_file(run_dir / "model.safetensors"))
-    model.eval()
-    return TrainedRun(run_dir, config, setup, data, model)
+    vocab = Vocabulary(json.loads((run_dir / "items.json").read_text()))
+    model = _model_from_weights(config, vocab.n_items, load_file(run_dir / "model.safetensors"))
+    data = None
+    if with_data:
+        path = Path(sequences_path or setup["sequences"])
+        if sequences_path is None and not path.is_file():
+            raise EclipError(f"{run_dir}: trained on {path}, which is no longer there; pass --sequences with the "
+                             "file's new place")
+        data = load_run_data(path, config, items=vocab.ids)
+    return TrainedRun(run_dir, config, setup, vocab, model, data)
+
+
+def _model_from_weights(config: RecConfig, n_items: int, weights: dict[str, torch.Tensor]) -> SequenceRecommender:
+    """The model the saved `weights` belong to. Their persistent buffers hold which items were trained
+    (`id_usable`) and the items' content, so neither the sequences nor the item features are read again."""
+    trained = weights["id_usable"][:n_items + 1].numpy() > 0
+    content = weights["content"][:n_items + 1].numpy() if "content" in weights else None
+    model = SequenceRecommender(config.model, n_items, trained, content)
+    model.load_state_dict(weights)
+    return model.eval()

@@ -41,6 +41,16 @@ def test_train_resume_eval_recommend(tmp_path, capsys):
     recommended = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
     assert len(recommended) == 3 and not set(recommended) & set(lines[0].split()[1:])
 
+    # The sequences file moves: --items needs only the run, --user and eval take --sequences.
+    moved = sequences.rename(tmp_path / "moved.txt")
+    assert main(["rec", "recommend", str(sas), "--items", *lines[0].split()[1:], "-k", "3"]) == 0
+    assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == recommended
+    assert main(["rec", "recommend", str(sas), "--user", "u0"]) == 2
+    assert capsys.readouterr().err == (f"eclip rec: error: {sas}: trained on {sequences}, which is no longer there; "
+                                       "pass --sequences with the file's new place\n")
+    assert main(["rec", "recommend", str(sas), "--user", "u0", "-k", "3", "--sequences", str(moved)]) == 0
+    assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == recommended
+
 
 def test_bad_input_is_one_line_with_the_line_number(tmp_path, capsys):
     sequences = tmp_path / "seq.txt"
@@ -52,6 +62,13 @@ def test_bad_input_is_one_line_with_the_line_number(tmp_path, capsys):
     assert "--set 'train.epoch=3'" in capsys.readouterr().err
     assert main(["rec", "eval", str(tmp_path / "absent")]) == 2
     assert "no model.safetensors" in capsys.readouterr().err
+    graph_run = tmp_path / "graph-run"  # what `eclip graph train` leaves: a model.safetensors but no rec config
+    graph_run.mkdir()
+    for name in ("model.safetensors", "train.json", "embeddings.parquet"):
+        (graph_run / name).write_bytes(b"")
+    assert main(["rec", "recommend", str(graph_run), "--items", "a"]) == 2
+    assert capsys.readouterr().err == (f"eclip rec: error: {graph_run}: not a rec run (no config.json); give a folder "
+                                       "written by eclip rec train\n")
     assert main(["rec", "eval", str(tmp_path / "absent"), "--seed", "-1"]) == 2
     assert capsys.readouterr().err == "eclip rec: error: --negatives and --seed must be 0 or more\n"
 
