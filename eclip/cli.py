@@ -184,6 +184,8 @@ def _run_graph(args) -> int:
         summary = train_graph(args.data, args.out, with_arguments(train_config, args), force=args.force)
         if summary["reused"]:
             print(f"{args.out} already holds this run (--force retrains)")
+        if summary["data_changed"]:
+            print(f"{args.out} held this run on an older version of {args.data}: retrained")
         print(f"{summary['graph']}; {summary['walks']} walks at {summary['walks_per_second']:,.0f} walks/s; "
               f"{summary['pairs']:,} pairs at {summary['pairs_per_second']:,.0f} pairs/s, loss {summary['last_loss']:.3f}; "
               f"{summary['products_embedded']}/{summary['products']} products embedded -> {args.out}")

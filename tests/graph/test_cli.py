@@ -96,6 +96,20 @@ def test_missing_data_and_bad_config(tmp_path, capsys):
     assert "unknown option(s) walks" in capsys.readouterr().err
 
 
+def test_a_run_is_retrained_when_its_data_file_changes(tmp_path, catalog, capsys):
+    options = ["--walks-per-node", "1", "--dim", "8", "--metapaths", "product-color-product"]
+    run = tmp_path / "run"
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(run), *options]) == 0
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(run), *options]) == 0
+    assert "already holds this run" in capsys.readouterr().out
+    # Same rows, one colour changed: the old run would hold a node that no longer exists.
+    catalog.write_text(catalog.read_text().replace(",Silver,", ",Dark Purple,", 1))
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(run), *options]) == 0
+    assert f"held this run on an older version of {catalog}: retrained" in capsys.readouterr().out
+    names = pq.read_table(run / "nodes.parquet")["name"].to_pylist()
+    assert "Dark Purple" in names
+
+
 def test_out_that_is_a_file_is_refused_in_one_line(tmp_path, catalog, capsys):
     taken = tmp_path / "afile"
     taken.write_text("not a folder")
