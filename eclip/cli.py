@@ -202,6 +202,8 @@ def _run_graph(args) -> int:
     table = markdown_table(report)
     print(f"{report['products']} products, {report['classes']} categories at level {report['label_level']}; "
           f"the runs walked {', '.join(report['walked_node_types'])} (no category nodes)\n{table}")
+    for note in report["notes"]:
+        print(f"note: {note}")
     if args.out:
         (args.out / "eval.json").write_text(json.dumps(report, indent=2))
         (args.out / "eval.md").write_text(table + "\n")

@@ -185,7 +185,7 @@ def category_levels(categories: pa.Array) -> list[pa.Array]:
 def build_product_graph(products: pa.Table, brand_max_words: int = 4, brand_min_count: int = 2) -> HeteroGraph:
     """Products (rows of a prepared products table, in order) and the nodes they link to.
 
-    Node types: `product` (named by product_id), `brand` (the brand column, else the title's brand words),
+    Node types: `product` (named by product_id), `brand` (the brand column, else the title's brand words, else none),
     `category1`, `category2`, ... (the category path cut at each level), one type per `attr_<name>` column
     named `<name>`, and `catalog` (non-null catalog_id).
     """
@@ -205,9 +205,9 @@ def build_product_graph(products: pa.Table, brand_max_words: int = 4, brand_min_
 
     columns: dict[str, pa.Array] = {}
     brand = products["brand"].combine_chunks() if "brand" in products.column_names else pa.nulls(len(ids), pa.string())
-    if brand.null_count:
-        if "title" not in products.column_names:
-            raise EclipError("products table has neither a complete brand column nor a title to read brands from")
+    # Without titles, a product without a brand value has no brand node, like a blank attribute: the graph serves
+    # meta-paths that never go through brand all the same.
+    if brand.null_count and "title" in products.column_names:
         from_titles = pa.array(brands_from_titles(products["title"].to_pylist(), brand_max_words, brand_min_count), pa.string())
         brand = pc.coalesce(brand.cast(pa.string()), from_titles)
     columns["brand"] = pc.utf8_lower(brand.cast(pa.string()))

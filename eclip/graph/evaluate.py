@@ -218,8 +218,9 @@ ECLIP_COLUMNS = ("fused", "image", "text")
 
 def evaluate_runs(data: Path, runs: list[Path], embeddings: Path | None, config: GraphEvalConfig,
                   brand_max_words: int = 4, brand_min_count: int = 2) -> dict:
-    """One table: every run, the e-CLIP embeddings and each run concatenated with them, TF-IDF of the titles,
-    one-hot of the node types the runs walked, and the majority class."""
+    """One table: every run, the e-CLIP embeddings and each run concatenated with them, TF-IDF of the titles
+    (when the products have titles), one-hot of the node types the runs walked, and the majority class; `notes`
+    says what was left out."""
     products = load_products(data)
     labels = category_labels(products, config.label_level)
     features, walked = [], set()
@@ -242,10 +243,15 @@ def evaluate_runs(data: Path, runs: list[Path], embeddings: Path | None, config:
             raise EclipError(f"{path}: none of the columns {', '.join(ECLIP_COLUMNS)}; expected e-CLIP embeddings")
         eclip = [Features(f"e-CLIP {c}", *read_vectors(path, c)) for c in columns]
         features += eclip + [concatenated(run, eclip[0]) for run in features[:len(runs)]]
-    features.append(tfidf_features(products, features[0].matrix.shape[1] if features else 128))  # the runs' size
+    notes = []
+    if "title" in products.column_names:
+        features.append(tfidf_features(products, features[0].matrix.shape[1] if features else 128))  # the runs' size
+    else:
+        notes.append("TF-IDF titles skipped: the products have no title column")
     if walked:
         graph = build_product_graph(products, brand_max_words, brand_min_count)
         features.append(onehot_features(graph, [t for t in graph.types if t in walked]))
     report = evaluate(features, labels, config)
     report["walked_node_types"] = sorted(walked)
+    report["notes"] = notes
     return report

@@ -96,6 +96,29 @@ def test_missing_data_and_bad_config(tmp_path, capsys):
     assert "unknown option(s) walks" in capsys.readouterr().err
 
 
+def test_products_without_titles_train_and_evaluate_without_brand_and_tfidf(tmp_path, catalog, capsys):
+    """Like the audit's fashion-dev cut without title and brand columns: meta-paths that skip brand still work."""
+    import pyarrow.csv as pcsv
+
+    table = pcsv.read_csv(catalog).drop_columns(["title"])
+    notitle = tmp_path / "notitle.csv"
+    pcsv.write_csv(table, notitle)
+    run = tmp_path / "run"
+    assert main(["graph", "train", "--data", str(notitle), "--out", str(run), *SMALL,
+                 "--metapaths", "product-color-product-usage-product"]) == 0
+    capsys.readouterr()
+    assert main(["graph", "train", "--data", str(notitle), "--out", str(tmp_path / "brand"), *SMALL,
+                 "--metapaths", "product-brand-product"]) == 2
+    assert "the graph has no node type 'brand'" in capsys.readouterr().err
+    assert main(["graph", "eval", str(run), "--data", str(notitle), "--out", str(tmp_path / "eval"),
+                 "--train-fractions", "0.5", "--repeats", "1", "--min-class-size", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.rstrip().endswith("note: TF-IDF titles skipped: the products have no title column")
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [row["method"] for row in report["methods"]] == ["metapath2vec++ (run)", "one-hot color, usage",
+                                                            "majority class"]
+
+
 def test_a_run_is_retrained_when_its_data_file_changes(tmp_path, catalog, capsys):
     options = ["--walks-per-node", "1", "--dim", "8", "--metapaths", "product-color-product"]
     run = tmp_path / "run"
