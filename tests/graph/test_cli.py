@@ -87,6 +87,21 @@ def test_train_bad_input(tmp_path, catalog, capsys, arguments, message):
     assert error.startswith("eclip graph: error:") and message in error
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"product_id,title\n1,Puma Men Shoe\n2,Titan, Women Watch\n", "data.csv:3: 3 fields where the header has 2; "
+                                                                   "quote values that hold commas"),
+    (b"", "data.csv: empty; expected a header row with product_id and a row per product"),
+    ("product_id,title\n1,Puma Men Shoe\n2,Caf\u00e9 Women Top\n".encode("latin-1"),
+     "data.csv: products row 2: title is not UTF-8; save the file as UTF-8"),
+])
+def test_unreadable_csv_names_the_line_or_row(tmp_path, capsys, content, message):
+    data = tmp_path / "data.csv"
+    data.write_bytes(content)
+    assert main(["graph", "train", "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.endswith(f"{message}\n") and error.count("\n") == 1
+
+
 def test_missing_data_and_bad_config(tmp_path, capsys):
     assert main(["graph", "train", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "run")]) == 2
     assert "not found" in capsys.readouterr().err
