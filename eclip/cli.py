@@ -187,21 +187,27 @@ def _run_graph(args) -> int:
         summary = train_graph(args.data, args.out, with_arguments(train_config, args), force=args.force)
         if summary["reused"]:
             print(f"{args.out} already holds this run (--force retrains)")
+        if summary["data_changed"]:
+            print(f"{args.out} held this run on an older version of {args.data}: retrained")
         print(f"{summary['graph']}; {summary['walks']} walks at {summary['walks_per_second']:,.0f} walks/s; "
               f"{summary['pairs']:,} pairs at {summary['pairs_per_second']:,.0f} pairs/s, loss {summary['last_loss']:.3f}; "
               f"{summary['products_embedded']}/{summary['products']} products embedded -> {args.out}")
         return 0
     import json
 
+    from eclip.files import output_folder
     from eclip.graph.evaluate import evaluate_runs, markdown_table
 
+    if args.out:
+        output_folder(args.out)  # before the evaluation, so a bad --out does not waste it
     report = evaluate_runs(args.data, args.runs, args.embeddings, with_arguments(eval_config, args),
                            train_config.brand_max_words, train_config.brand_min_count)
     table = markdown_table(report)
     print(f"{report['products']} products, {report['classes']} categories at level {report['label_level']}; "
           f"the runs walked {', '.join(report['walked_node_types'])} (no category nodes)\n{table}")
+    for note in report["notes"]:
+        print(f"note: {note}")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "eval.json").write_text(json.dumps(report, indent=2))
         (args.out / "eval.md").write_text(table + "\n")
     return 0
@@ -340,7 +346,8 @@ def _add_rec(sub) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     train = actions.add_parser("train", help="train (or --resume) a run into RUN_DIR")
-    train.add_argument("sequences", type=Path, help="'user item1 item2 ...' lines (.txt) or a Parquet of user, item, timestamp")
+    train.add_argument("sequences", type=Path, help="'user item1 item2 ...' lines (.txt, '#' lines are comments) or a "
+                                                    "Parquet of user, item, timestamp")
     train.add_argument("--out", type=Path, required=True, help="RUN_DIR")
     train.add_argument("--config", type=Path, help="TOML with [model] and [train] tables (e.g. configs/rec-beauty.toml)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.NAME=VALUE",
@@ -350,7 +357,7 @@ def _add_rec(sub) -> None:
                             "so items never seen in training can be recommended")
     train.add_argument("--item-feature-column", default="fused", help="embedding column to use (default fused)")
     train.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last finished epoch")
-    train.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
 
     evaluate = actions.add_parser("eval", help="leave-one-out metrics of runs and the most-popular baseline, one table")
     evaluate.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="runs trained on the same sequences and split")
@@ -364,7 +371,10 @@ def _add_rec(sub) -> None:
     recommend.add_argument("run", type=Path, metavar="RUN_DIR")
     who = recommend.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user of the run's sequences: recommend after their whole history")
-    who.add_argument("--items", nargs="+", metavar="ITEM", help="a history of item ids, oldest first")
+    who.add_argument("--items", nargs="+", metavar="ITEM",
+                     help="a history of item ids, oldest first (needs only RUN_DIR, not the sequences)")
+    recommend.add_argument("--sequences", type=Path,
+                           help="with --user: read the sequences from here instead of the recorded path")
     recommend.add_argument("-k", "--top", type=int, default=10, help="how many items (default 10)")
     p.set_defaults(handler=_run_rec)
 
@@ -384,19 +394,23 @@ def _run_rec(args) -> int:
         config = config.override(args.overrides)
         summary = train(args.out, args.sequences, config, args.item_features, args.item_feature_column,
                         resume=args.resume, device=args.device)
+        for note in summary["notes"]:
+            print(f"note: {note}")
         print(f"epoch {summary['epoch']}: best validation NDCG@10 {summary['best_val']:.4f} at epoch "
               f"{summary['best_epoch']}; {summary['seconds']:.0f}s training -> {args.out}")
         return 0
     if args.action == "eval":
+        from eclip.files import output_folder
         from eclip.rec.report import evaluate_runs, markdown_table
 
-        if args.negatives < 0:
-            raise EclipError("--negatives must be 0 or more")
+        if args.negatives < 0 or args.seed < 0:
+            raise EclipError("--negatives and --seed must be 0 or more")
+        if args.out:
+            output_folder(args.out)  # before the evaluation, so a bad --out does not waste it
         report = evaluate_runs(args.runs, args.sequences, args.split, args.negatives, args.seed)
         table = markdown_table(report)
         print(f"{report['cases']} {report['split']} cases, {report['items']} items, {report['cold_items']} cold items\n{table}")
         if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "eval.json").write_text(json.dumps(report, indent=2))
             (args.out / "eval.md").write_text(table)
         return 0
@@ -405,7 +419,7 @@ def _run_rec(args) -> int:
 
     if args.top < 1:
         raise EclipError("-k must be positive")
-    run = load_run(args.run)
+    run = load_run(args.run, args.sequences, with_data=args.user is not None)
     for rank, (item, score) in enumerate(recommend(run, args.items or user_history(run, args.user), args.top), 1):
         print(f"{rank:>3}  {score:.3f}  {item}")
     return 0

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eclip.errors import EclipError
+from eclip.files import read_parquet
 
 CATEGORY_SEPARATOR = ">"
 # Words that end a title's brand prefix: the Myntra-style "Brand [Line] Men ..." titles name the audience next.
@@ -185,7 +186,7 @@ def category_levels(categories: pa.Array) -> list[pa.Array]:
 def build_product_graph(products: pa.Table, brand_max_words: int = 4, brand_min_count: int = 2) -> HeteroGraph:
     """Products (rows of a prepared products table, in order) and the nodes they link to.
 
-    Node types: `product` (named by product_id), `brand` (the brand column, else the title's brand words),
+    Node types: `product` (named by product_id), `brand` (the brand column, else the title's brand words, else none),
     `category1`, `category2`, ... (the category path cut at each level), one type per `attr_<name>` column
     named `<name>`, and `catalog` (non-null catalog_id).
     """
@@ -205,9 +206,9 @@ def build_product_graph(products: pa.Table, brand_max_words: int = 4, brand_min_
 
     columns: dict[str, pa.Array] = {}
     brand = products["brand"].combine_chunks() if "brand" in products.column_names else pa.nulls(len(ids), pa.string())
-    if brand.null_count:
-        if "title" not in products.column_names:
-            raise EclipError("products table has neither a complete brand column nor a title to read brands from")
+    # Without titles, a product without a brand value has no brand node, like a blank attribute: the graph serves
+    # meta-paths that never go through brand all the same.
+    if brand.null_count and "title" in products.column_names:
         from_titles = pa.array(brands_from_titles(products["title"].to_pylist(), brand_max_words, brand_min_count), pa.string())
         brand = pc.coalesce(brand.cast(pa.string()), from_titles)
     columns["brand"] = pc.utf8_lower(brand.cast(pa.string()))
@@ -242,10 +243,47 @@ def load_products(path: Path) -> pa.Table:
     if not path.exists():
         raise EclipError(f"{path}: not found; give a prepared DATA_DIR (eclip prepare) or a .csv/.parquet products file")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-        return pq.read_table(path)
+        return read_parquet(path)
     if path.suffix == ".csv":
-        import pyarrow.csv as pcsv
-        convert = pcsv.ConvertOptions(column_types={"product_id": pa.string(), "catalog_id": pa.string()})
-        return pcsv.read_csv(path, convert_options=convert)
+        return _read_csv(path)
     raise EclipError(f"{path}: unknown products file type {path.suffix!r}; use a DATA_DIR, .csv or .parquet")
+
+
+def _read_csv(path: Path) -> pa.Table:
+    """A products CSV; a row with the wrong number of fields is refused with its line number."""
+    import pyarrow.csv as pcsv
+
+    bad_rows = []
+
+    def refuse(row) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    convert = pcsv.ConvertOptions(column_types={"product_id": pa.string(), "catalog_id": pa.string()})
+    try:
+        # One thread: only then does Arrow know the line number of a bad row.
+        table = pcsv.read_csv(path, read_options=pcsv.ReadOptions(use_threads=False),
+                              parse_options=pcsv.ParseOptions(invalid_row_handler=refuse), convert_options=convert)
+    except pa.ArrowInvalid as error:
+        if bad_rows:
+            row = bad_rows[0]
+            raise EclipError(f"{path}:{row.number}: {row.actual_columns} fields where the header has "
+                             f"{row.expected_columns}; quote values that hold commas") from None
+        if "Empty CSV" in str(error):
+            raise EclipError(f"{path}: empty; expected a header row with product_id and a row per product") from None
+        raise EclipError(f"{path}: cannot read the CSV ({error})") from None
+    for column in table.schema:
+        if pa.types.is_binary(column.type):  # what Arrow makes of a text column with bytes that are not UTF-8
+            row = next(i for i, value in enumerate(table[column.name].to_pylist()) if not _is_utf8(value))
+            raise EclipError(f"{path}: products row {row + 1}: {column.name} is not UTF-8; save the file as UTF-8")
+    return table
+
+
+def _is_utf8(value: bytes | None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from scipy import sparse
 
 from eclip.errors import EclipError
+from eclip.files import parquet_schema, read_parquet
 from eclip.graph.build import HeteroGraph, build_product_graph, category_levels, load_products
 from eclip.graph.config import GraphEvalConfig
 from eclip.tasks.probe import side_by_side
@@ -164,18 +165,15 @@ def markdown_table(report: dict) -> str:
 
 def read_vectors(path: Path, column: str) -> tuple[list[str], np.ndarray]:
     """product_id and one list-of-float column of an embeddings.parquet, as (ids, (n, d) float32)."""
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path, columns=["product_id", column])
-    except (FileNotFoundError, OSError) as error:
-        raise EclipError(f"{path}: cannot read product_id and {column!r} ({error})") from None
-    except (KeyError, pa.ArrowInvalid):
-        raise EclipError(f"{path}: no {column!r} column; expected product_id and list-of-float32 vectors") from None
+    schema = parquet_schema(path)
+    if "product_id" not in schema.names or column not in schema.names:
+        raise EclipError(f"{path}: no {column!r} column; expected product_id and list-of-float32 vectors")
+    kind = schema.field(column).type
+    if not (pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind)) \
+            or not (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
+        raise EclipError(f"{path}: column {column!r} is {kind}, not a list of floats")
+    table = read_parquet(path, columns=["product_id", column])
     vectors = table[column].combine_chunks()
-    if not pa.types.is_list(vectors.type) and not pa.types.is_fixed_size_list(vectors.type) \
-            and not pa.types.is_large_list(vectors.type):
-        raise EclipError(f"{path}: column {column!r} is {vectors.type}, not a list of floats")
     lengths = set(pc.list_value_length(vectors).to_pylist())
     if vectors.null_count or len(lengths) != 1:
         raise EclipError(f"{path}: column {column!r} has null or unequal-length vectors; every row needs one of the same size")
@@ -208,7 +206,10 @@ def concatenated(a: Features, b: Features) -> Features:
     """[a / |a|, b / |b|] on the products both embed."""
     position = {pid: i for i, pid in enumerate(b.product_ids)}
     both = [(i, position[pid]) for i, pid in enumerate(a.product_ids) if pid in position]
-    rows_a, rows_b = (np.array(rows, dtype=np.int64) for rows in zip(*both)) if both else (np.zeros(0, np.int64),) * 2
+    if not both:
+        raise EclipError(f"{a.name} and {b.name} embed no product in common (product_ids such as "
+                         f"{next(iter(a.product_ids), None)!r} and {next(iter(b.product_ids), None)!r}); give --embeddings of the products the runs were trained on")
+    rows_a, rows_b = (np.array(rows, dtype=np.int64) for rows in zip(*both))
     matrix = np.hstack([_l2(a.matrix[rows_a]), _l2(b.matrix[rows_b])])
     return Features(f"{a.name} + {b.name}", [a.product_ids[i] for i in rows_a], matrix)
 
@@ -218,8 +219,9 @@ ECLIP_COLUMNS = ("fused", "image", "text")
 
 def evaluate_runs(data: Path, runs: list[Path], embeddings: Path | None, config: GraphEvalConfig,
                   brand_max_words: int = 4, brand_min_count: int = 2) -> dict:
-    """One table: every run, the e-CLIP embeddings and each run concatenated with them, TF-IDF of the titles,
-    one-hot of the node types the runs walked, and the majority class."""
+    """One table: every run, the e-CLIP embeddings and each run concatenated with them, TF-IDF of the titles
+    (when the products have titles), one-hot of the node types the runs walked, and the majority class; `notes`
+    says what was left out."""
     products = load_products(data)
     labels = category_labels(products, config.label_level)
     features, walked = [], set()
@@ -234,18 +236,22 @@ def evaluate_runs(data: Path, runs: list[Path], embeddings: Path | None, config:
         walked |= types - {"product"}
     if embeddings is not None:
         path = Path(embeddings) / "embeddings.parquet"
-        if not path.exists():
+        if not path.is_file():
             raise EclipError(f"{path}: not found; --embeddings takes the EMB_DIR that holds embeddings.parquet")
-        import pyarrow.parquet as pq
-        columns = [c for c in ECLIP_COLUMNS if c in pq.read_schema(path).names]
+        columns = [c for c in ECLIP_COLUMNS if c in parquet_schema(path).names]
         if not columns:
             raise EclipError(f"{path}: none of the columns {', '.join(ECLIP_COLUMNS)}; expected e-CLIP embeddings")
         eclip = [Features(f"e-CLIP {c}", *read_vectors(path, c)) for c in columns]
         features += eclip + [concatenated(run, eclip[0]) for run in features[:len(runs)]]
-    features.append(tfidf_features(products, features[0].matrix.shape[1] if features else 128))  # the runs' size
+    notes = []
+    if "title" in products.column_names:
+        features.append(tfidf_features(products, features[0].matrix.shape[1] if features else 128))  # the runs' size
+    else:
+        notes.append("TF-IDF titles skipped: the products have no title column")
     if walked:
         graph = build_product_graph(products, brand_max_words, brand_min_count)
         features.append(onehot_features(graph, [t for t in graph.types if t in walked]))
     report = evaluate(features, labels, config)
     report["walked_node_types"] = sorted(walked)
+    report["notes"] = notes
     return report

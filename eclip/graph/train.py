@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eclip.errors import EclipError
+from eclip.files import output_folder
 from eclip.graph.build import build_product_graph, load_products
 from eclip.graph.config import GraphTrainConfig
 from eclip.graph.skipgram import train_skipgram
@@ -32,18 +33,33 @@ def vectors_table(product_ids: list[str], matrix: np.ndarray, column: str) -> pa
     return pa.table({"product_id": pa.array(product_ids, pa.string()), column: vectors})
 
 
+def data_version(data: Path) -> list[int]:
+    """Size and modification time of the products file, or of a DATA_DIR's report.json (`eclip prepare` rewrites
+    it on every rebuild): they change when the data does, and cost no read of it."""
+    from eclip.data.store import REPORT
+
+    data = Path(data)
+    stat = (data / REPORT if data.is_dir() else data).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def train_graph(data: Path, out: Path, config: GraphTrainConfig, force: bool = False) -> dict:
-    """Train one run; a finished RUN_DIR with the same options and data is reused unless `force`."""
+    """Train one run; a finished RUN_DIR with the same options and data is reused unless `force`, and retrained
+    (`data_changed`) when its data file has changed since."""
     out = Path(out)
     products = load_products(data)
-    signature = {"config": asdict(config), "data": str(Path(data).resolve()), "products": products.num_rows}
+    signature = json.loads(json.dumps({"config": asdict(config), "data": str(Path(data).resolve()),
+                                       "data_version": data_version(data), "products": products.num_rows}))
     finished = out / "train.json"
+    data_changed = False
     if finished.exists() and not force:
-        summary = json.loads(finished.read_text())
-        if summary["signature"] == json.loads(json.dumps(signature)):
-            return {**summary, "reused": True}
-        raise EclipError(f"{out}: holds a finished run with other options or data; pass --force to overwrite it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+        previous = json.loads(finished.read_text())
+        if previous["signature"] == signature:
+            return {**previous, "reused": True, "data_changed": False}
+        if any(previous["signature"][key] != signature[key] for key in ("config", "data")):
+            raise EclipError(f"{out}: holds a finished run with other options or data; pass --force to overwrite it or choose another --out")
+        data_changed = True
+    output_folder(out)
     finished.unlink(missing_ok=True)
 
     graph = build_product_graph(products, config.brand_max_words, config.brand_min_count)
@@ -68,4 +84,4 @@ def train_graph(data: Path, out: Path, config: GraphTrainConfig, force: bool = F
                "pairs": stats.pairs, "train_seconds": stats.seconds, "pairs_per_second": stats.pairs / max(stats.seconds, 1e-9),
                "first_loss": stats.first_loss, "last_loss": stats.last_loss}
     finished.write_text(json.dumps(summary, indent=2))
-    return {**summary, "reused": False}
+    return {**summary, "reused": False, "data_changed": data_changed}

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from eclip.errors import EclipError
+from eclip.files import parquet_schema, read_parquet
 
 PAD = 0
 
@@ -31,17 +33,24 @@ def load_sequences(path: Path) -> Sequences:
     path = Path(path)
     if not path.is_file():
         raise EclipError(f"{path}: no such file; pass a sequences .txt or a Parquet of user, item, timestamp")
-    if path.suffix == ".parquet":
+    if path.suffix.lower() == ".parquet":
         return _load_parquet(path)
     return _load_text(path)
 
 
 def _load_text(path: Path) -> Sequences:
+    """Lines starting with '#' are comments (a header naming the format, say); a UTF-8 byte-order mark, which
+    some editors write at the start of the file, is not part of the first user's id."""
     users, items, first_line = [], [], {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise EclipError(f"{path}:{number}: not UTF-8 (byte {error.start + 1} of the line); save the file "
+                                 "as UTF-8, or give a Parquet file a .parquet name") from None
             tokens = line.split()
-            if not tokens:
+            if not tokens or tokens[0].startswith("#"):
                 continue
             if any("," in token for token in tokens):
                 raise EclipError(f"{path}:{number}: commas found; expected whitespace-separated 'user item1 item2 ...' "
@@ -59,16 +68,35 @@ def _load_text(path: Path) -> Sequences:
     return Sequences(users, items)
 
 
+def _is_id_type(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _is_id_type(kind.value_type)
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+
+
+# What each Parquet column may hold: ids become strings, and timestamps must sort in time order (text would sort
+# "10" before "9").
+_PARQUET_COLUMNS = {
+    "user": (_is_id_type, "expected strings or integers, one user per row"),
+    "item": (_is_id_type, "expected strings or integers, one item per row"),
+    "timestamp": (lambda kind: any(test(kind) for test in (pa.types.is_integer, pa.types.is_floating,
+                                                            pa.types.is_timestamp, pa.types.is_date)),
+                  "expected numbers, dates or timestamps (parse text times before writing the Parquet)"),
+}
+
+
 def _load_parquet(path: Path) -> Sequences:
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    missing = {"user", "item", "timestamp"} - set(table.column_names)
+    schema = parquet_schema(path)
+    missing = set(_PARQUET_COLUMNS) - set(schema.names)
     if missing:
         raise EclipError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected user, item, timestamp")
-    table = table.select(["user", "item", "timestamp"])
-    for name in ("user", "item", "timestamp"):
+    for name, (allowed, expected) in _PARQUET_COLUMNS.items():
+        if not allowed(schema.field(name).type):
+            raise EclipError(f"{path}: column {name} is {schema.field(name).type}; {expected}")
+    table = read_parquet(path, columns=list(_PARQUET_COLUMNS))
+    for name in _PARQUET_COLUMNS:
         nulls = table[name].null_count
         if nulls:
             row = pc.index(pc.is_null(table[name]), True).as_py()

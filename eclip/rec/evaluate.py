@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from eclip.errors import EclipError
 from eclip.rec.data import EvalCases
 
 Scorer = Callable[[list[np.ndarray]], torch.Tensor]  # histories -> (B, n_items) scores, column j = item j + 1
@@ -51,12 +52,16 @@ def sampled_ranks(scores: torch.Tensor, targets: np.ndarray, negatives: np.ndarr
 def sample_negatives(interacted: list[np.ndarray], popularity: np.ndarray, n: int = 100, seed: int = 0) -> np.ndarray:
     """(U, n) distinct items per user, drawn with probability proportional to `popularity` ((n_items + 1,), index 0
     unused) among the items that user never interacted with."""
+    drawable = popularity > 0
+    left = [np.count_nonzero(drawable) - np.count_nonzero(drawable[np.unique(items)]) for items in interacted]
+    if min(left, default=n) < n:
+        raise EclipError(f"--negatives {n}: a user has only {min(left)} items to draw negatives from (the "
+                         f"{np.count_nonzero(drawable)} items with training interactions less their own); pass "
+                         f"--negatives {min(left)} or fewer, or 0 to skip the sampled protocol")
     rng = np.random.default_rng(seed)
     cumulative = np.cumsum(popularity[1:].astype(np.float64))
     out = np.empty((len(interacted), n), dtype=np.int64)
     for u, items in enumerate(interacted):
-        if np.count_nonzero(popularity[1:]) - len(set(items)) < n:
-            raise ValueError(f"fewer than {n} items left to sample negatives from for user row {u}")
         excluded, chosen = set(items.tolist()), []
         while len(chosen) < n:
             draws = 1 + np.searchsorted(cumulative, rng.random(4 * n) * cumulative[-1], side="right")

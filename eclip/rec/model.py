@@ -31,6 +31,16 @@ class ModelConfig:
     embedding_norm: bool = False  # BERT's LayerNorm over item + position embeddings: a large gain on Amazon Beauty
                                   # (configs/rec-beauty.toml), a loss in short runs on small data (docs/recommendation.md)
 
+    def __post_init__(self):
+        for name in ("dim", "layers", "heads", "max_len"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}; each head takes dim / heads")
+        for name in ("dropout", "attention_dropout", "id_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 0 and below 1, got {getattr(self, name)}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -63,7 +73,6 @@ class SequenceRecommender(nn.Module):
         """`trained`: (n_items + 1,) bool, items seen in training (index 0 unused); `content`: (n_items + 1, C)
         float32 content embeddings (zero rows for items without content) or None for an ID-only model."""
         super().__init__()
-        assert config.dim % config.heads == 0, "dim must be divisible by heads"
         self.config = config
         self.n_items = n_items
         self.item_embedding = nn.Embedding(n_items + 2, config.dim, padding_idx=PAD)  # pad, items, [mask]

@@ -117,11 +117,11 @@ def recommend(run: TrainedRun, history: list[str], k: int = 10) -> list[tuple[st
     """The top `k` (item id, score) next items after `history` (item ids, time order), history items excluded."""
     if not history:
         raise EclipError("empty history: give at least one item id")
-    encoded = run.data.vocab.encode(history)
+    encoded = run.vocab.encode(history)
     scores = run.model.score([encoded])[0].clone()  # (n_items,)
     scores[encoded - 1] = float("-inf")
     top = scores.topk(min(k, int(np.isfinite(scores.numpy()).sum())))
-    return [(run.data.vocab.ids[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
+    return [(run.vocab.ids[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]
 
 
 def user_history(run: TrainedRun, user: str) -> list[str]:

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from eclip.errors import EclipError
+from eclip.files import output_folder
 from eclip.progress import progress_bar
 from eclip.rec.data import (Batch, Sequences, Split, Vocabulary, cloze_batch, cold_item_mask, item_counts,
                             length_batches, load_sequences, next_item_batch, split_sequences)
@@ -48,6 +49,25 @@ class TrainConfig:
     val_cases: int = 0               # validate each epoch on this many fixed random users; 0 = all
     seed: int = 0
 
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "patience"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("warmup_epochs", "weight_decay", "time_limit_minutes", "val_cases", "seed"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("mask_prob", "last_item_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if not 0 <= self.cold_fraction < 1:
+            raise ValueError(f"cold_fraction must be at least 0 and below 1, got {self.cold_fraction}")
+
+
+# Below this share of the sequence items with content the features barely inform the model; it usually means
+# the two files name items differently and only a few ids coincide.
+LOW_CONTENT_SHARE = 0.5
 
 # Fields that may change on --resume: they decide when to stop, not what is learned per epoch.
 _RESUMABLE_CHANGES = {"patience", "time_limit_minutes"}
@@ -103,7 +123,10 @@ def _fill(kind, values: dict, source: str):
         if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
             raise EclipError(f"{source}: {name} = {value!r} is not a {fields[name].type}")
         checked[name] = float(value) if fields[name].type == "float" else value
-    return kind(**checked)
+    try:
+        return kind(**checked)
+    except ValueError as error:
+        raise EclipError(f"{source}: {error}") from None
 
 
 @dataclass
@@ -116,6 +139,7 @@ class RunData:
     split: Split
     counts: np.ndarray                # (n_items + 1,) training interactions per item
     content: np.ndarray | None        # (n_items + 1, C) or None
+    content_share: float | None       # share of the items in the sequences that have content (None: no features)
 
 
 def load_run_data(sequences_path: Path, config: RecConfig, item_features: Path | None = None,
@@ -128,15 +152,31 @@ def load_run_data(sequences_path: Path, config: RecConfig, item_features: Path |
     vocab = Vocabulary(items) if items is not None else Vocabulary.build(sequences, product_ids or [])
     encoded = [vocab.encode(seq) for seq in sequences.items]
     split = split_sequences(encoded, cold_item_mask(vocab.ids, config.train.cold_fraction, config.train.seed))
-    content = None
+    content = content_share = None
     if matrix is not None:
-        content = align_features(vocab.ids, product_ids, matrix, str(item_features))
-    return RunData(sequences, vocab, encoded, split, item_counts(split.train, vocab.n_items), content)
+        content, content_share = align_features(vocab.ids, product_ids, matrix, str(item_features),
+                                                np.unique(np.concatenate(encoded)))
+    return RunData(sequences, vocab, encoded, split, item_counts(split.train, vocab.n_items), content, content_share)
 
 
 def build_model(config: RecConfig, data: RunData) -> SequenceRecommender:
     torch.manual_seed(config.train.seed)
     return SequenceRecommender(config.model, data.vocab.n_items, data.counts > 0, data.content)
+
+
+def _check_device(name: str) -> torch.device:
+    """The torch device `name` (cpu, cuda, cuda:N, mps) if this machine has it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise EclipError(f"--device {name!r}: not a device; use cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise EclipError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s); use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise EclipError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return device
 
 
 def _save_atomic(write, path: Path) -> None:
@@ -147,8 +187,9 @@ def _save_atomic(write, path: Path) -> None:
 
 def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features: Path | None = None,
           feature_column: str = "fused", resume: bool = False, device: str = "cpu") -> dict:
-    """Train (or, with `resume`, continue) a run; returns {"epoch", "best_epoch", "best_val", "seconds"}."""
-    run_dir = Path(run_dir)
+    """Train (or, with `resume`, continue) a run; returns {"epoch", "best_epoch", "best_val", "seconds",
+    "cpu_seconds", "notes"} (notes: things about the input the user should know, one line each)."""
+    run_dir, device = Path(run_dir), _check_device(device)
     setup = {"sequences": str(Path(sequences_path).resolve()),
              "item_features": str(Path(item_features).resolve()) if item_features else None,
              "item_feature_column": feature_column if item_features else None}
@@ -162,6 +203,10 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
 
     items = json.loads((run_dir / "items.json").read_text()) if resume else None
     data = load_run_data(sequences_path, config, item_features, feature_column, items)
+    notes = []
+    if data.content_share is not None and data.content_share < LOW_CONTENT_SHARE:
+        notes.append(f"only {data.content_share:.0%} of the sequence items have a product_id in {item_features}; "
+                     "the others are learned from their ids alone")
     model = build_model(config, data).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
     state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0, "cpu_seconds": 0.0,
@@ -172,7 +217,7 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
         optimizer.load_state_dict(saved.pop("optimizer"))
         state.update(saved)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        output_folder(run_dir)
         (run_dir / "config.json").write_text(json.dumps({**setup, **config.to_dict()}, indent=2))
         (run_dir / "items.json").write_text(json.dumps(data.vocab.ids))
         (run_dir / "history.jsonl").write_text("")
@@ -230,7 +275,7 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
                                     "seconds": round(state["seconds"], 2),
                                     "cpu_seconds": round(state["cpu_seconds"], 2)}) + "\n")
             advance(0, val_ndcg10=f"{val['NDCG@10']:.4f}")
-    return {k: state[k] for k in ("epoch", "best_epoch", "best_val", "seconds", "cpu_seconds")}
+    return {**{k: state[k] for k in ("epoch", "best_epoch", "best_val", "seconds", "cpu_seconds")}, "notes": notes}
 
 
 def learning_rate(cfg: TrainConfig, epoch: float) -> float:
@@ -259,23 +304,41 @@ class TrainedRun:
     run_dir: Path
     config: RecConfig
     setup: dict
-    data: RunData
+    vocab: Vocabulary
     model: SequenceRecommender
+    data: RunData | None  # None when loaded without its sequences
 
 
-def load_run(run_dir: Path, sequences_path: Path | None = None) -> TrainedRun:
-    """The best weights of a finished (or interrupted) run, with its data rebuilt from config.json;
-    `sequences_path` replaces the recorded sequences file (same users and items, e.g. a moved copy)."""
+def load_run(run_dir: Path, sequences_path: Path | None = None, with_data: bool = True) -> TrainedRun:
+    """The best weights of a finished (or interrupted) run. The model needs only the run folder; `with_data`
+    also rebuilds the run's data from the sequences recorded in config.json, or from `sequences_path` (the same
+    users and items, e.g. a moved copy)."""
     run_dir = Path(run_dir)
     if not (run_dir / "model.safetensors").is_file():
         raise EclipError(f"{run_dir}: no model.safetensors; train a run there first (eclip rec train ... --out {run_dir})")
+    for name in ("config.json", "items.json"):  # a graph run folder holds a model.safetensors too
+        if not (run_dir / name).is_file():
+            raise EclipError(f"{run_dir}: not a rec run (no {name}); give a folder written by eclip rec train")
     saved = json.loads((run_dir / "config.json").read_text())
     config = RecConfig.from_dict({"model": saved["model"], "train": saved["train"]}, str(run_dir / "config.json"))
     setup = {k: saved[k] for k in ("sequences", "item_features", "item_feature_column")}
-    features = Path(setup["item_features"]) if setup["item_features"] else None
-    data = load_run_data(Path(sequences_path or setup["sequences"]), config, features,
-                         setup["item_feature_column"] or "fused", json.loads((run_dir / "items.json").read_text()))
-    model = build_model(config, data)
-    model.load_state_dict(load_file(run_dir / "model.safetensors"))
-    model.eval()
-    return TrainedRun(run_dir, config, setup, data, model)
+    vocab = Vocabulary(json.loads((run_dir / "items.json").read_text()))
+    model = _model_from_weights(config, vocab.n_items, load_file(run_dir / "model.safetensors"))
+    data = None
+    if with_data:
+        path = Path(sequences_path or setup["sequences"])
+        if sequences_path is None and not path.is_file():
+            raise EclipError(f"{run_dir}: trained on {path}, which is no longer there; pass --sequences with the "
+                             "file's new place")
+        data = load_run_data(path, config, items=vocab.ids)
+    return TrainedRun(run_dir, config, setup, vocab, model, data)
+
+
+def _model_from_weights(config: RecConfig, n_items: int, weights: dict[str, torch.Tensor]) -> SequenceRecommender:
+    """The model the saved `weights` belong to. Their persistent buffers hold which items were trained
+    (`id_usable`) and the items' content, so neither the sequences nor the item features are read again."""
+    trained = weights["id_usable"][:n_items + 1].numpy() > 0
+    content = weights["content"][:n_items + 1].numpy() if "content" in weights else None
+    model = SequenceRecommender(config.model, n_items, trained, content)
+    model.load_state_dict(weights)
+    return model.eval()

@@ -41,6 +41,16 @@ def test_product_graph_nodes_and_edges():
     assert graph.node_type_ids().tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 5, 5, 6]
 
 
+def test_without_titles_only_products_with_a_brand_value_have_a_brand_node():
+    products = pa.table({"product_id": ["a", "b", "c"], "brand": ["Puma", None, "Titan"],
+                         "attr_color": ["Black", "Red", "Black"]})
+    graph = build_product_graph(products)
+    assert _neighbours(graph, "brand", 0) == ["puma"] and _neighbours(graph, "brand", 1) == []
+    assert _neighbours(graph, "color", 1) == ["Red"]
+    no_brand = build_product_graph(products.drop_columns(["brand"]))
+    assert no_brand.types == ["product", "color"]
+
+
 def test_brands_from_titles():
     titles = ["Turtle Check Men Navy Blue Shirt", "Turtle Men Solid Ties", "Turtle Men Grey Sweater",
               "United Colors of Benetton Women Tops", "United Colors Of Benetton Men Shirt",
@@ -79,7 +89,6 @@ def test_from_edges_merges_duplicates():
     (pa.table({"row": [4, 9], "product_id": ["a", "a"], "title": ["A Men x", "A Men y"]}), "rows 4 and 9: duplicate product_id 'a'"),
     (pa.table({"product_id": ["a", None], "title": ["A Men x", "A Men y"]}), "row 2: empty product_id"),
     (pa.table({"product_id": ["a"], "title": ["A Men x"], "attr_catalog": ["z"]}), "attr_catalog"),
-    (pa.table({"product_id": ["a"], "brand": [None]}), "neither a complete brand column nor a title"),
 ])
 def test_bad_products_table(table, message):
     with pytest.raises(EclipError, match=message):

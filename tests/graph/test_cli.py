@@ -87,6 +87,21 @@ def test_train_bad_input(tmp_path, catalog, capsys, arguments, message):
     assert error.startswith("eclip graph: error:") and message in error
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"product_id,title\n1,Puma Men Shoe\n2,Titan, Women Watch\n", "data.csv:3: 3 fields where the header has 2; "
+                                                                   "quote values that hold commas"),
+    (b"", "data.csv: empty; expected a header row with product_id and a row per product"),
+    ("product_id,title\n1,Puma Men Shoe\n2,Caf\u00e9 Women Top\n".encode("latin-1"),
+     "data.csv: products row 2: title is not UTF-8; save the file as UTF-8"),
+])
+def test_unreadable_csv_names_the_line_or_row(tmp_path, capsys, content, message):
+    data = tmp_path / "data.csv"
+    data.write_bytes(content)
+    assert main(["graph", "train", "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.endswith(f"{message}\n") and error.count("\n") == 1
+
+
 def test_missing_data_and_bad_config(tmp_path, capsys):
     assert main(["graph", "train", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "run")]) == 2
     assert "not found" in capsys.readouterr().err
@@ -94,6 +109,53 @@ def test_missing_data_and_bad_config(tmp_path, capsys):
     config.write_text("[train]\nwalks = 3\n")
     assert main(["graph", "train", "--data", "x.csv", "--out", str(tmp_path / "run"), "--config", str(config)]) == 2
     assert "unknown option(s) walks" in capsys.readouterr().err
+
+
+def test_products_without_titles_train_and_evaluate_without_brand_and_tfidf(tmp_path, catalog, capsys):
+    """Like the audit's fashion-dev cut without title and brand columns: meta-paths that skip brand still work."""
+    import pyarrow.csv as pcsv
+
+    table = pcsv.read_csv(catalog).drop_columns(["title"])
+    notitle = tmp_path / "notitle.csv"
+    pcsv.write_csv(table, notitle)
+    run = tmp_path / "run"
+    assert main(["graph", "train", "--data", str(notitle), "--out", str(run), *SMALL,
+                 "--metapaths", "product-color-product-usage-product"]) == 0
+    capsys.readouterr()
+    assert main(["graph", "train", "--data", str(notitle), "--out", str(tmp_path / "brand"), *SMALL,
+                 "--metapaths", "product-brand-product"]) == 2
+    assert "the graph has no node type 'brand'" in capsys.readouterr().err
+    assert main(["graph", "eval", str(run), "--data", str(notitle), "--out", str(tmp_path / "eval"),
+                 "--train-fractions", "0.5", "--repeats", "1", "--min-class-size", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.rstrip().endswith("note: TF-IDF titles skipped: the products have no title column")
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [row["method"] for row in report["methods"]] == ["metapath2vec++ (run)", "one-hot color, usage",
+                                                            "majority class"]
+
+
+def test_a_run_is_retrained_when_its_data_file_changes(tmp_path, catalog, capsys):
+    options = ["--walks-per-node", "1", "--dim", "8", "--metapaths", "product-color-product"]
+    run = tmp_path / "run"
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(run), *options]) == 0
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(run), *options]) == 0
+    assert "already holds this run" in capsys.readouterr().out
+    # Same rows, one colour changed: the old run would hold a node that no longer exists.
+    catalog.write_text(catalog.read_text().replace(",Silver,", ",Dark Purple,", 1))
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(run), *options]) == 0
+    assert f"held this run on an older version of {catalog}: retrained" in capsys.readouterr().out
+    names = pq.read_table(run / "nodes.parquet")["name"].to_pylist()
+    assert "Dark Purple" in names
+
+
+def test_out_that_is_a_file_is_refused_in_one_line(tmp_path, catalog, capsys):
+    taken = tmp_path / "afile"
+    taken.write_text("not a folder")
+    assert main(["graph", "train", "--data", str(catalog), "--out", str(taken), "--walks-per-node", "1",
+                 "--metapaths", "product-color-product"]) == 2
+    assert capsys.readouterr().err == f"eclip graph: error: {taken}: exists and is not a folder; choose another --out\n"
+    assert main(["graph", "eval", str(tmp_path / "run"), "--data", str(catalog), "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == f"eclip graph: error: {taken}: exists and is not a folder; choose another --out\n"
 
 
 def test_shipped_config_is_the_defaults():

@@ -57,6 +57,9 @@ def test_concatenation_aligns_by_product_id():
     both = concatenated(a, b)
     assert both.product_ids == ["x", "z"]
     np.testing.assert_allclose(both.matrix, [[0.6, 0.8, -1.0], [0.0, 1.0, 1.0]])
+    other = Features("e-CLIP fused", ["p1", "p2"], np.ones((2, 2)))
+    with pytest.raises(EclipError, match="a and e-CLIP fused embed no product in common .*'x' and 'p1'"):
+        concatenated(a, other)
 
 
 def test_read_vectors(tmp_path):
@@ -70,5 +73,11 @@ def test_read_vectors(tmp_path):
     pq.write_table(pa.table({"product_id": ["a", "b"], "fused": [[1.0, 2.0], [3.0]]}), path)
     with pytest.raises(EclipError, match="unequal-length"):
         read_vectors(path, "fused")
-    with pytest.raises(EclipError, match="cannot read"):
+    with pytest.raises(EclipError, match="missing.parquet: no such file"):
         read_vectors(tmp_path / "missing.parquet", "fused")
+    pq.write_table(pa.table({"product_id": ["a"], "fused": pa.array([["x", "y"]], pa.list_(pa.string(), 2))}), path)
+    with pytest.raises(EclipError, match=r"column 'fused' is fixed_size_list<element: string>\[2\], not a list of floats"):
+        read_vectors(path, "fused")
+    path.write_bytes(b"PAR1")
+    with pytest.raises(EclipError, match="embeddings.parquet: not a readable Parquet file"):
+        read_vectors(path, "fused")

@@ -53,17 +53,36 @@ def test_features_round_trip_and_alignment(tmp_path):
     write_item_features(tmp_path, ["10", "11", "12"], {"fused": matrix, "text": matrix[:, :2]})
     ids, loaded = load_item_features(tmp_path, "text")
     assert ids == ["10", "11", "12"] and np.array_equal(loaded, matrix[:, :2])
-    content = align_features(["12", "99", "10"], ids, loaded, "emb")
+    content, share = align_features(["12", "99", "10"], ids, loaded, "emb", np.array([1, 2]))
     assert content.tolist() == [[0, 0], [8, 9], [0, 0], [0, 1]]  # row 0 padding, item "99" has no content
+    assert share == 0.5  # of the sequence items 1 ("12") and 2 ("99"), only "12" has content
     with pytest.raises(EclipError, match="no column 'image'.*fused, text"):
         load_item_features(tmp_path, "image")
-    with pytest.raises(EclipError, match="no sequence item id matches"):
-        align_features(["a"], ids, loaded, "emb")
+    # Products join the vocabulary as content-only items, but what counts is that sequence items match.
+    with pytest.raises(EclipError, match="no sequence item id matches a product_id .*'a', product_ids such as '10'"):
+        align_features(["a", "10", "11"], ids, loaded, "emb", np.array([1]))
     pq.write_table(pa.table({"product_id": ["1"], "fused": [[0.5, 1.0]]}), tmp_path / "embeddings.parquet")
     with pytest.raises(EclipError, match="expected a fixed-size list"):
         load_item_features(tmp_path, "fused")
     with pytest.raises(EclipError, match="not found"):
         load_item_features(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("table, message", [
+    (pa.table({"product_id": ["1", None, "3"], "fused": pa.array([[0.1, 0.2]] * 3, pa.list_(pa.float32(), 2))}),
+     r"embeddings.parquet: row 2: product_id is null \(1 null\(s\) in all\)"),
+    (pa.table({"product_id": ["1"], "fused": pa.array([["a", "b"]], pa.list_(pa.string(), 2))}),
+     r"column .fused. is fixed_size_list<element: string>\[2\], expected a fixed-size list of floats"),
+    (None, "embeddings.parquet: not a readable Parquet file"),
+])
+def test_bad_feature_files_are_refused_in_one_line(tmp_path, table, message):
+    path = tmp_path / "embeddings.parquet"
+    if table is None:
+        path.write_bytes(b"PAR1")
+    else:
+        pq.write_table(table, path)
+    with pytest.raises(EclipError, match=message):
+        load_item_features(tmp_path, "fused")
 
 
 @pytest.mark.slow
@@ -99,3 +118,24 @@ def test_content_features_recommend_items_never_seen_in_training(tmp_path, catal
     random_mrr = (1.0 / np.arange(1, len(cold_items) + 1)).sum() / len(cold_items)
     assert among_cold["BERT4Rec [id]"]["HR@20"] == 0.0
     assert among_cold["BERT4Rec + content (fused) [content]"]["MRR"] > 1.25 * random_mrr
+
+
+def test_training_refuses_features_that_match_no_sequence_item_and_notes_a_low_share(tmp_path):
+    """The audit's case: 200 shoppers of items 1..60 and features for products x1..x80 only."""
+    rng = np.random.default_rng(0)
+    sequences = tmp_path / "few.txt"
+    sequences.write_text("".join(f"{u} " + " ".join(str(i) for i in rng.integers(1, 61, 6)) + "\n" for u in range(200)))
+    features = rng.normal(size=(80, 8))
+    write_item_features(tmp_path / "nomatch", [f"x{i}" for i in range(1, 81)], {"fused": features})
+    config = RecConfig().override(["train.epochs=1", "model.dim=16"])
+    with pytest.raises(EclipError, match="no sequence item id matches a product_id"):
+        train(tmp_path / "run", sequences, config, tmp_path / "nomatch")
+    assert not (tmp_path / "run").exists()
+    # Ten of the 60 items with content: trained, with a note.
+    write_item_features(tmp_path / "few", [str(i) for i in range(1, 11)] + [f"x{i}" for i in range(70)],
+                        {"fused": features})
+    summary = train(tmp_path / "run", sequences, config, tmp_path / "few")
+    assert summary["notes"] == [f"only 17% of the sequence items have a product_id in {tmp_path / 'few'}; "
+                                "the others are learned from their ids alone"]
+    write_item_features(tmp_path / "all", [str(i) for i in range(1, 61)], {"fused": features[:60]})
+    assert train(tmp_path / "run2", sequences, config, tmp_path / "all")["notes"] == []

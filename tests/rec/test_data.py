@@ -7,6 +7,8 @@ from eclip.errors import EclipError
 from eclip.rec.data import (Vocabulary, cloze_batch, cold_item_mask, item_counts, length_batches, load_sequences,
                             next_item_batch, pad_left, split_sequences)
 
+from tests.conftest import BEAUTY, require
+
 
 def write(tmp_path, text, name="seq.txt"):
     path = tmp_path / name
@@ -28,6 +30,26 @@ def test_malformed_lines_name_the_line(tmp_path, text, line, words):
     path = write(tmp_path, text)
     with pytest.raises(EclipError, match=rf"seq.txt:{line}: .*{words}"):
         load_sequences(path)
+
+
+def test_text_byte_order_mark_comments_and_crlf(tmp_path):
+    beauty = require(BEAUTY / "sequences.txt").read_text().splitlines()[:3]
+    path = tmp_path / "seq.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + "# Amazon beauty: user item1 item2\r\n".encode()
+                     + "\r\n".join(beauty).encode() + b"\r\n")
+    seqs = load_sequences(path)
+    assert seqs.users == [line.split()[0] for line in beauty] and seqs.users[0] == "1"
+    assert seqs.items[0] == beauty[0].split()[1:]
+
+
+def test_non_utf8_lines_and_parquet_named_in_capitals(tmp_path):
+    path = tmp_path / "seq.txt"
+    path.write_bytes("u1 a b\nu2 caf\u00e9 b\n".encode("latin-1"))
+    with pytest.raises(EclipError, match=r"seq.txt:2: not UTF-8 \(byte 7 of the line\); save the file as UTF-8"):
+        load_sequences(path)
+    upper = tmp_path / "LOG.PARQUET"
+    pq.write_table(pa.table({"user": ["a", "a"], "item": ["x", "y"], "timestamp": [2, 1]}), upper)
+    assert load_sequences(upper).items == [["y", "x"]]
 
 
 def test_empty_and_missing_files(tmp_path):
@@ -53,6 +75,31 @@ def test_parquet_bad_columns_and_nulls(tmp_path):
         load_sequences(path)
     pq.write_table(pa.table({"user": ["a", None], "item": ["x", "y"], "timestamp": [1, 2]}), path)
     with pytest.raises(EclipError, match="row 2: user is null"):
+        load_sequences(path)
+
+
+@pytest.mark.parametrize("columns, message", [
+    ({"user": ["a", "a"], "item": ["x", "y"], "timestamp": ["9", "10"]},
+     "column timestamp is string; expected numbers, dates or timestamps"),
+    ({"user": ["a", "a"], "item": [[1, 2], [3]], "timestamp": [1, 2]},
+     r"column item is list<element: int64>; expected strings or integers, one item per row"),
+    ({"user": [1.5, 1.5], "item": ["x", "y"], "timestamp": [1, 2]}, "column user is double"),
+])
+def test_parquet_column_types_that_cannot_be_ids_or_times_are_refused(tmp_path, columns, message):
+    path = tmp_path / "log.parquet"
+    pq.write_table(pa.table(columns), path)
+    with pytest.raises(EclipError, match=message):
+        load_sequences(path)
+
+
+def test_parquet_dates_and_category_ids_load_and_a_corrupt_file_is_refused(tmp_path):
+    path = tmp_path / "log.parquet"
+    days = pa.array([20, 3, 11], pa.date32())
+    pq.write_table(pa.table({"user": pa.array(["a", "a", "a"]).dictionary_encode(),
+                             "item": pa.array([9, 10, 11]).dictionary_encode(), "timestamp": days}), path)
+    assert load_sequences(path).items == [["10", "11", "9"]]
+    path.write_bytes(b"PAR1 not really")
+    with pytest.raises(EclipError, match="log.parquet: not a readable Parquet file"):
         load_sequences(path)
 
 

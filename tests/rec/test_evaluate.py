@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from eclip.errors import EclipError
 from eclip.rec.data import EvalCases
 from eclip.rec.evaluate import Popularity, evaluate, full_ranks, rank_metrics, sample_negatives, sampled_ranks
 
@@ -40,8 +41,10 @@ def test_sample_negatives_are_distinct_unseen_popular_and_reproducible():
     for row, seen in zip(negatives, interacted):
         assert len(set(row.tolist())) == 5 and not set(row.tolist()) & set(seen.tolist()) and 4 not in row
     np.testing.assert_array_equal(negatives, sample_negatives(interacted, popularity, n=5, seed=0))
-    with pytest.raises(ValueError, match="fewer than 8"):
-        sample_negatives(interacted, popularity, n=8)
+    # 8 items have training interactions; user 0 interacted with 2 of them, so 6 are left to draw from.
+    assert len(set(sample_negatives(interacted, popularity, n=6, seed=0)[0].tolist())) == 6
+    with pytest.raises(EclipError, match=r"--negatives 7: a user has only 6 items .* pass --negatives 6 or fewer"):
+        sample_negatives(interacted, popularity, n=7)
 
 
 def test_evaluate_with_popularity_matches_hand_ranks():

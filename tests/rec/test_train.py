@@ -87,6 +87,32 @@ def test_config_from_toml_and_overrides(tmp_path):
         config.override(["epochs=3"])
 
 
+@pytest.mark.parametrize("assignment, message", [
+    ("model.heads=3", r"--set \[model\]: dim 64 is not divisible by heads 3"),
+    ("model.max_len=0", "max_len must be at least 1, got 0"),
+    ("model.dropout=1.5", "dropout must be at least 0 and below 1, got 1.5"),
+    ("train.batch_size=0", "batch_size must be at least 1, got 0"),
+    ("train.epochs=0", r"--set \[train\]: epochs must be at least 1, got 0"),
+    ("train.lr=-1", "lr must be positive, got -1.0"),
+    ("train.seed=-1", "seed must be 0 or more, got -1"),
+    ("train.mask_prob=2", "mask_prob must be between 0 and 1, got 2.0"),
+    ("train.cold_fraction=1", "cold_fraction must be at least 0 and below 1, got 1.0"),
+])
+def test_out_of_range_config_values_are_refused(assignment, message):
+    with pytest.raises(EclipError, match=message):
+        RecConfig().override([assignment])
+
+
+@pytest.mark.parametrize("device, message", [
+    ("foo", "--device 'foo': not a device; use cpu, cuda, cuda:N or mps"),
+    ("cuda:99", r"--device cuda:99: this machine has \d+ CUDA GPU\(s\); use --device cpu"),
+])
+def test_unknown_or_absent_devices_are_refused_before_anything_is_written(tmp_path, cyclic, device, message):
+    with pytest.raises(EclipError, match=message):
+        train(tmp_path / "run", cyclic, RecConfig(), device=device)
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_sweep_variant_is_a_valid_override():
     """bench/rec_sweep.py's variants are --set overrides of configs/rec-beauty.toml: a typo would cost a GPU lease."""
     import importlib.util
