@@ -181,3 +181,14 @@ def test_bad_input_is_one_line(run_dir, prepared_fashion, fast_config, tmp_path,
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1, error
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("option, message", [("tfidf_max_features = 0", "tfidf_max_features and confusion_classes"),
+                                             ("seed = -1", "seed must be 0 or more")])
+def test_bad_config_values_are_one_line(run_dir, prepared_fashion, tmp_path, capsys, option, message):
+    config = tmp_path / "eval.toml"
+    config.write_text(option + "\n")
+    assert _eval(run_dir, prepared_fashion, tmp_path / "report", config) == 2
+    error = capsys.readouterr().err
+    assert f"bad eval config: {message}" in error and error.count("\n") == 1
+    assert not (tmp_path / "report").exists()
