@@ -4,6 +4,8 @@ scores that match a recomputation from the EMB_DIR, plots, saved heads, reuse, a
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,7 +16,7 @@ from eclip.data.store import read_products
 from eclip.models import embed_images, embed_texts, load_model
 from eclip.tasks.embeddings import fuse, read_embeddings
 from eclip.tasks.heads import apply_head, head_view, load_heads
-from eclip.tasks.report import lookup
+from eclip.tasks.report import PLOT_FILES, lookup, markdown
 from eclip.tasks.retrieval import retrieval_scores
 from tests.tasks.conftest import rewritten_copy, with_column
 
@@ -192,3 +194,22 @@ def test_bad_config_values_are_one_line(run_dir, prepared_fashion, tmp_path, cap
     error = capsys.readouterr().err
     assert f"bad eval config: {message}" in error and error.count("\n") == 1
     assert not (tmp_path / "report").exists()
+
+
+def test_every_table_row_has_as_many_cells_as_its_separator(eval_run, report):
+    model_alone = markdown({**report, "baselines": {}})
+    assert "| score | ours |\n| --- | --- |" in model_alone
+    for text in ((eval_run[0] / "report.md").read_text(), model_alone):
+        tables = [block.splitlines() for block in text.split("\n\n") if block.startswith("| ")]
+        assert len(tables) == 7  # the headline and one per task
+        for table in tables:
+            cells = [line.count("|") for line in table]
+            assert set(table[1].strip("| ").split(" | ")) == {"---"} and cells == [cells[1]] * len(table), table
+
+
+def test_plots_of_tasks_the_report_does_not_hold_are_removed(eval_run, run_dir, labelled_data, fast_config,
+                                                               tmp_path):
+    out = Path(shutil.copytree(eval_run[0], tmp_path / "report"))
+    assert sorted(path.name for path in out.glob("*.png")) == sorted(PLOT_FILES)
+    assert _eval(run_dir, labelled_data, out, fast_config, "--tasks", "retrieval", "--baselines", "") == 0
+    assert sorted(path.name for path in out.glob("*.png")) == ["retrieval_recall.png"]
