@@ -26,9 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eclip.errors import EclipError
-from eclip.tasks.embeddings import VIEWS, load_index, read_embeddings
+from eclip.tasks.embeddings import SERVING_DIR, VIEWS, load_index, read_embeddings
 
-SERVING_DIR = "serving"
 JOURNAL_FILE = "journal.jsonl"
 SNAPSHOT_FILE = "snapshot.parquet"
 OPERATIONS = ("add", "remove")

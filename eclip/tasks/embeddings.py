@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from eclip.data.store import check_complete, read_products
 from eclip.errors import EclipError
+from eclip.out_folder import check_out_folder
 from eclip.progress import progress_bar
 from eclip.tasks.similarity import cosine, normalize_rows
 
@@ -31,6 +32,7 @@ EMBEDDINGS_FILE = "embeddings.parquet"
 INDEX_FILE = "index.faiss"
 INDEX_META_FILE = "index.json"
 META_FILE = "meta.json"
+SERVING_DIR = "serving"
 VIEWS = ("image", "text", "fused")
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 EXACT_INDEX_LIMIT = 200_000  # above this many vectors "auto" builds an IVF index
@@ -180,6 +182,8 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str 
         raise EclipError(f"--index-vectors must be one of {', '.join(VIEWS)}, got {index_view!r}")
     if index_type not in INDEX_TYPES:
         raise EclipError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)}")
+    check_out_folder(emb_dir, {EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE, SERVING_DIR}, "embed",
+                     replaced_whole=True)
     check_complete(data_dir)
     model, _, _ = load_model(run_dir)
     signature = output_signature(run_dir, data_dir, {"index": index_type, "index_vectors": index_view})
@@ -187,8 +191,6 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str 
         meta = json.loads((emb_dir / META_FILE).read_text())
         if meta.get("signature") == signature:
             return {**meta, "reused": True}
-    if emb_dir.exists() and any(emb_dir.iterdir()) and not (emb_dir / META_FILE).is_file():
-        raise EclipError(f"{emb_dir} holds other files: choose an empty or new --out")
 
     started = time.perf_counter()
     table = read_products(data_dir, columns=["product_id", "title", "category", "split", "thumbnail"])

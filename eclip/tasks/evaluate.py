@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from eclip.data.store import check_complete, read_products
 from eclip.errors import EclipError
+from eclip.out_folder import check_out_folder
 from eclip.progress import progress_bar
 from eclip.tasks import heads as task_heads
 from eclip.tasks.adult import adult_scores, precision_at_recall
@@ -414,10 +415,11 @@ def evaluate(run_dir: Path, data_dir: Path, out: Path, config: EvalConfig, force
     """Score the model of RUN_DIR and the baselines on DATA_DIR -> the report (also written to OUT)."""
     from eclip.models import load_model, output_signature
     from eclip.tasks.baselines import hash_representation, tfidf_representation, untrained_representation
-    from eclip.tasks.report import REPORT_FILE, write_report
+    from eclip.tasks.report import OWNED_FILES, REPORT_FILE, write_report
 
     run_dir, data_dir, out = Path(run_dir), Path(data_dir), Path(out)
     config.validate()
+    check_out_folder(out, OWNED_FILES, "eval")
     signature = output_signature(run_dir, data_dir, to_dict(config))
     if (out / REPORT_FILE).is_file() and not force:
         previous = json.loads((out / REPORT_FILE).read_text())

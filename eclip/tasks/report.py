@@ -17,6 +17,7 @@ CONFUSION_PLOT = "category_confusion.png"
 PR_PLOTS = {"matching": "matching_pr.png", "adult": "adult_pr.png"}
 RECALL_PLOT = "retrieval_recall.png"
 PLOT_FILES = (CONFUSION_PLOT, *PR_PLOTS.values(), RECALL_PLOT)
+OWNED_FILES = (REPORT_FILE, MARKDOWN_FILE, *PLOT_FILES)  # all a REPORT_DIR may hold
 
 
 @dataclass(frozen=True)

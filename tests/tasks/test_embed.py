@@ -4,6 +4,8 @@ FAISS indexes that find what brute force finds, reuse and bad input."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -93,12 +95,22 @@ def test_unchanged_emb_dir_is_reused(emb_dir, run_dir, prepared_fashion, capsys)
     assert (emb_dir / "meta.json").stat().st_mtime_ns == before
 
 
-def test_bad_input_is_one_line(emb_dir, run_dir, prepared_fashion, tmp_path, capsys):
+def test_bad_input_is_one_line(emb_dir, run_dir, prepared_fashion, tmp_path, capsys, monkeypatch):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
+    annotated = Path(shutil.copytree(emb_dir, tmp_path / "annotated"))
+    (annotated / "notes.txt").write_text("mine")
+    afile = tmp_path / "afile.txt"
+    afile.write_text("hi")
+    monkeypatch.chdir(tmp_path)
+    embed = ["embed", "--model", str(run_dir), "--data", str(prepared_fashion), "--force", "--out"]
     cases = [
         (["embed", "--model", str(run_dir), "--data", str(prepared_fashion), "--out", str(occupied)], "holds other files"),
+        (embed + [str(annotated)], "holds other files than `eclip embed` writes (notes.txt)"),
+        (embed + [str(afile)], "is a file, not a folder"),
+        (embed + [str(afile / "sub")], "lies under"),
+        (embed + ["."], "is the current folder or one above it"),
         (["embed", "--model", str(tmp_path), "--data", str(prepared_fashion), "--out", str(tmp_path / "e")], "is missing"),
         (["embed", "--model", str(run_dir), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "e")], "does not exist"),
         (["search", "--model", str(run_dir), "--index", str(emb_dir), "  "], "query is empty"),
@@ -109,7 +121,8 @@ def test_bad_input_is_one_line(emb_dir, run_dir, prepared_fashion, tmp_path, cap
         assert main(argv) == 2, argv
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1, (argv, error)
-    assert (occupied / "notes.txt").read_text() == "mine"
+    assert (occupied / "notes.txt").read_text() == "mine" and (annotated / "notes.txt").read_text() == "mine"
+    assert afile.read_text() == "hi"
 
 
 def test_each_prompt_is_embedded_once_per_run():

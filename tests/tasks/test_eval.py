@@ -213,3 +213,17 @@ def test_plots_of_tasks_the_report_does_not_hold_are_removed(eval_run, run_dir, 
     assert sorted(path.name for path in out.glob("*.png")) == sorted(PLOT_FILES)
     assert _eval(run_dir, labelled_data, out, fast_config, "--tasks", "retrieval", "--baselines", "") == 0
     assert sorted(path.name for path in out.glob("*.png")) == ["retrieval_recall.png"]
+
+
+def test_out_is_checked_before_any_work(run_dir, prepared_fashion, fast_config, tmp_path, capsys):
+    prepare_report = (prepared_fashion / "report.json").read_bytes()
+    afile = tmp_path / "afile.txt"
+    afile.write_text("hi")
+    cases = [(prepared_fashion, "holds other files than `eclip eval` writes"), (afile, "is a file, not a folder"),
+             (afile / "sub", f"lies under {afile}, which is a file")]
+    for out, message in cases:
+        capsys.readouterr()
+        assert _eval(run_dir, prepared_fashion, out, fast_config) == 2, out
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1, error
+    assert (prepared_fashion / "report.json").read_bytes() == prepare_report and afile.read_text() == "hi"
