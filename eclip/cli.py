@@ -250,7 +250,8 @@ def _add_eval(sub) -> None:
         description="Retrieval, category classification (zero-shot and linear probe, every level), attribute "
                     "extraction, product matching, clustering and adult recognition. Heads train on the train "
                     "split, thresholds come from val, scores are on test. Writes report.json, report.md and "
-                    "PNG plots to REPORT_DIR, and the fitted heads to RUN_DIR/heads for `eclip predict`.")
+                    "PNG plots to REPORT_DIR (new or holding only those), and the fitted heads to RUN_DIR/heads for "
+                    "`eclip predict`: a task it fits heads for replaces that task's earlier heads, the others stay.")
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a finished `eclip train` run")
     p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR", help="a DATA_DIR written by `eclip prepare`")
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="output folder")
@@ -283,7 +284,8 @@ def _add_predict(sub) -> None:
         "predict", help="label one product (category, attributes or adult) with the heads `eclip eval` saved",
         description="Embed one image and title with the model of RUN_DIR and apply the task head fitted by "
                     "`eclip eval` (RUN_DIR/heads). Each head reads the image, text or fused vector (chosen on val "
-                    "by `eclip eval`); give the inputs its vector needs (an error names them).")
+                    "by `eclip eval`); give the inputs its vector needs (an error names them). Heads fit on other "
+                    "weights than RUN_DIR's current ones are refused: re-run `eclip eval` after training further.")
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a run evaluated by `eclip eval`")
     p.add_argument("--task", required=True, choices=["category", "attributes", "adult"])
     p.add_argument("--image", type=Path, help="the product image (any format PIL reads)")

@@ -4,6 +4,7 @@ scores that match a recomputation from the EMB_DIR, plots, saved heads, reuse, a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from eclip.tasks.embeddings import fuse, read_embeddings
 from eclip.tasks.heads import apply_head, head_view, load_heads
 from eclip.tasks.report import PLOT_FILES, lookup, markdown
 from eclip.tasks.retrieval import retrieval_scores
+from tests.conftest import trained_further
 from tests.tasks.conftest import rewritten_copy, with_column
 
 pytestmark = pytest.mark.slow
@@ -227,3 +229,65 @@ def test_out_is_checked_before_any_work(run_dir, prepared_fashion, fast_config, 
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1, error
     assert (prepared_fashion / "report.json").read_bytes() == prepare_report and afile.read_text() == "hi"
+
+
+def _product(data, folder) -> tuple[Path, str]:
+    """A test product's image file and title."""
+    product = read_products(data, split="test", columns=["title", "thumbnail"]).slice(0, 1).to_pylist()[0]
+    image = folder / "product.jpg"
+    image.write_bytes(product["thumbnail"])
+    return image, product["title"]
+
+
+def _saved_heads(run) -> dict:
+    return json.loads((run / "heads" / "heads.json").read_text())["heads"]
+
+
+def test_an_eval_of_some_tasks_keeps_the_other_tasks_heads(eval_run, run_dir, labelled_data, fast_config, tmp_path):
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    before = _saved_heads(run)
+    assert _eval(run, labelled_data, tmp_path / "attributes", fast_config, "--tasks", "attributes", "--baselines", "") == 0
+    after = _saved_heads(run)
+    assert sorted(after) == sorted(before)
+    for name, entry in after.items():
+        if name.startswith("attr_"):  # refit by this eval, which is recorded with each
+            assert entry["report"] == str((tmp_path / "attributes").resolve())
+            assert entry["data"] == str(labelled_data.resolve()) and entry["weights"]["sha256"]
+        else:
+            assert entry == before[name]
+    image, title = _product(labelled_data, tmp_path)
+    assert main(["predict", "--model", str(run), "--task", "category", "--image", str(image), "--title", title]) == 0
+
+
+def test_a_reused_report_needs_its_heads_still_saved(run_dir, labelled_data, fast_config, tmp_path, capsys):
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    shutil.rmtree(run / "heads")
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):  # the second eval of the adult task replaces the first one's adult head
+        assert _eval(run, labelled_data, out, fast_config, "--tasks", "adult", "--baselines", "") == 0
+    assert _saved_heads(run)["adult"]["report"] == str(second.resolve())
+    capsys.readouterr()
+    assert _eval(run, labelled_data, first, fast_config, "--tasks", "adult", "--baselines", "") == 0
+    assert "unchanged" not in capsys.readouterr().out  # run again: its head is back
+    assert _saved_heads(run)["adult"]["report"] == str(first.resolve())
+    assert _eval(run, labelled_data, first, fast_config, "--tasks", "adult", "--baselines", "") == 0
+    assert "unchanged" in capsys.readouterr().out
+    image, title = _product(labelled_data, tmp_path)
+    assert main(["predict", "--model", str(run), "--task", "category", "--image", str(image), "--title", title]) == 2
+    error = capsys.readouterr().err
+    assert f"has no category head: run `eclip eval --model {run} --data DATA_DIR --out REPORT_DIR --tasks category`" \
+           in error and error.count("\n") == 1
+
+
+def test_predict_refuses_heads_fit_on_other_weights(eval_run, run_dir, prepared_fashion, labelled_data, tmp_path,
+                                                    capsys):
+    image, title = _product(labelled_data, tmp_path)
+    copied = Path(shutil.copytree(run_dir, tmp_path / "copied"))
+    os.utime(copied / "model.safetensors")  # a copy with new file times keeps the weights: its heads still apply
+    assert main(["predict", "--model", str(copied), "--task", "adult", "--image", str(image), "--title", title]) == 0
+    further = trained_further(run_dir, prepared_fashion, tmp_path / "further")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(further), "--task", "adult", "--image", str(image), "--title", title]) == 2
+    error = capsys.readouterr().err
+    assert f"the adult heads in {further / 'heads'} were not fit on the current weights of {further}" in error
+    assert "re-run `eclip eval" in error and error.count("\n") == 1
