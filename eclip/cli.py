@@ -221,6 +221,9 @@ def _add_embed(sub) -> None:
                    help="which vectors the index holds (default fused)")
     p.add_argument("--batch-size", type=int, default=256, help="products per forward pass (default 256)")
     p.add_argument("--force", action="store_true", help="re-embed even if EMB_DIR is up to date")
+    p.add_argument("--discard-served-updates", action="store_true",
+                   help="re-embed even if EMB_DIR/serving holds products added or removed through `eclip serve` "
+                        "(they are deleted with the old EMB_DIR)")
     p.set_defaults(handler=_run_embed)
 
 
@@ -230,7 +233,7 @@ def _run_embed(args) -> int:
     if args.batch_size < 1:
         raise EclipError("--batch-size must be positive")
     meta = embed_command(args.model, args.data, args.out, args.index_type, args.index_vectors, args.batch_size,
-                         force=args.force)
+                         force=args.force, discard_served_updates=args.discard_served_updates)
     counts = ", ".join(f"{split} {count}" for split, count in meta["counts"].items())
     reused = " (up to date, reused)" if meta["reused"] else ""
     print(f"{meta['products']} products ({counts}), {meta['dim']}-d, {meta['index']['type']} index over "
@@ -311,7 +314,8 @@ def _run_predict(args) -> int:
 def _add_search(sub) -> None:
     p = sub.add_parser(
         "search", help="text search over an EMB_DIR's index: the top products for a query",
-        description="Embed QUERY with the text tower of RUN_DIR and print the nearest products of EMB_DIR.")
+        description="Embed QUERY with the text tower of RUN_DIR and print the nearest products of EMB_DIR, with "
+                    "the products added and removed through `eclip serve` applied.")
     p.add_argument("query", help='free text, e.g. "red running shoes"')
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="the run that embedded EMB_DIR")
     p.add_argument("--index", type=Path, required=True, metavar="EMB_DIR", help="written by `eclip embed`")

@@ -6,6 +6,7 @@ EMB_DIR (`eclip embed`; the recommender and the graph evaluation read it too):
     index.faiss          inner-product index over one of the vector columns (rows = parquet rows)
     index.json           its type (flat, ivf, hnsw), parameters, which vectors it holds, count, dim
     meta.json            model, data, counts per split, seconds; written last: an EMB_DIR without it is incomplete
+    serving/             products added and removed through `eclip serve` (eclip.serve.store)
 """
 
 from __future__ import annotations
@@ -173,9 +174,12 @@ def read_embeddings(emb_dir: Path, columns: list[str] | None = None) -> tuple[pa
 
 
 def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str = "auto", index_view: str = "fused",
-                  batch_size: int = 256, force: bool = False) -> dict:
-    """`eclip embed`: vectors of every product + a FAISS index -> meta.json's content (reused when unchanged)."""
+                  batch_size: int = 256, force: bool = False, discard_served_updates: bool = False) -> dict:
+    """`eclip embed`: vectors of every product + a FAISS index -> meta.json's content (reused when unchanged).
+    An EMB_DIR holding products added or removed through `eclip serve` is rebuilt only with
+    `discard_served_updates`: the rebuild replaces the whole folder."""
     from eclip.models import load_model, output_signature
+    from eclip.serve.store import holds_served_updates
 
     run_dir, data_dir, emb_dir = Path(run_dir), Path(data_dir), Path(emb_dir)
     if index_view not in VIEWS:
@@ -191,6 +195,10 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str 
         meta = json.loads((emb_dir / META_FILE).read_text())
         if meta.get("signature") == signature:
             return {**meta, "reused": True}
+    if holds_served_updates(emb_dir) and not discard_served_updates:
+        raise EclipError(f"{emb_dir / SERVING_DIR} holds products added or removed through `eclip serve`, which "
+                         f"re-embedding would delete: pass --discard-served-updates to re-embed anyway, or give "
+                         f"another --out")
 
     started = time.perf_counter()
     table = read_products(data_dir, columns=["product_id", "title", "category", "split", "thumbnail"])
@@ -221,18 +229,18 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str 
 
 
 def search(run_dir: Path, emb_dir: Path, query: str, top: int = 10) -> list[dict]:
-    """A text query against EMB_DIR's index -> the `top` products, best first."""
+    """A text query against EMB_DIR's index, with the products added and removed through `eclip serve` applied
+    as the service applies them -> the `top` products, best first."""
     from eclip.models import embed_texts, load_model
+    from eclip.serve.store import ProductIndex
 
     if not query.strip():
         raise EclipError("the search query is empty")
-    index, description = load_index(emb_dir)
+    index = ProductIndex(emb_dir, read_only=True)
     model, _, _ = load_model(run_dir)
-    if model.config.embed_dim != description["dim"]:
-        raise EclipError(f"{emb_dir} holds {description['dim']}-d vectors but {run_dir} embeds in "
+    if model.config.embed_dim != index.dim:
+        raise EclipError(f"{emb_dir} holds {index.dim}-d vectors but {run_dir} embeds in "
                          f"{model.config.embed_dim}-d: embed the catalogue with this model first")
-    scores, rows = index.search(embed_texts(model, [query]), min(top, index.ntotal))
-    table, _ = read_embeddings(emb_dir, columns=["product_id", "title", "category"])
-    found = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
-    return [{"rank": rank, "score": score, **{k: table.column(k)[row].as_py() for k in table.column_names}}
-            for rank, (score, row) in enumerate(found, 1)]
+    (found,) = index.search(embed_texts(model, [query]), top)
+    return [{"rank": rank, "score": score, "product_id": index.ids[row], "title": index.titles[row],
+             "category": index.category(row)} for rank, (row, score) in enumerate(found, 1)]

@@ -15,6 +15,7 @@ import pytest
 from eclip.cli import main
 from eclip.data.store import read_products
 from eclip.models import embed_images, embed_texts, load_model
+from eclip.serve.store import JOURNAL_FILE, Operation, ProductIndex
 from eclip.tasks.embeddings import build_index, read_embeddings, search
 
 
@@ -84,6 +85,7 @@ def test_search_prints_the_nearest_products(emb_dir, run_dir, capsys):
     assert hits[0]["product_id"] == table.column("product_id")[best].as_py()
     assert hits[0]["score"] == pytest.approx(float(similarity[best]), abs=1e-5)
     assert lines[0].split()[2] == hits[0]["product_id"]
+    assert not (emb_dir / "serving").exists()  # searching writes nothing into EMB_DIR
 
 
 def test_unchanged_emb_dir_is_reused(emb_dir, run_dir, prepared_fashion, capsys):
@@ -93,6 +95,30 @@ def test_unchanged_emb_dir_is_reused(emb_dir, run_dir, prepared_fashion, capsys)
                  "--batch-size", "64"]) == 0
     assert "reused" in capsys.readouterr().out
     assert (emb_dir / "meta.json").stat().st_mtime_ns == before
+
+
+def test_search_applies_the_updates_made_through_the_service(emb_dir, run_dir, prepared_fashion, tmp_path, capsys):
+    served = Path(shutil.copytree(emb_dir, tmp_path / "emb"))
+    query = "black casual shoes"
+    best = search(run_dir, served, query, top=1)[0]["product_id"]
+    model, _, _ = load_model(run_dir)
+    vector = embed_texts(model, [query])[0]
+    ProductIndex(served).append([Operation("remove", best), Operation(
+        "add", "shop-1", "Shop black casual shoes", "Footwear > Shoes", {"image": vector, "text": vector, "fused": vector})])
+    hits = search(run_dir, served, query, top=5)
+    assert hits[0]["product_id"] == "shop-1" and hits[0]["score"] == pytest.approx(1, abs=1e-5)
+    assert best not in [hit["product_id"] for hit in hits]
+    # Re-embedding would replace the folder and lose the updates: refused unless asked for by name.
+    journal = (served / "serving" / JOURNAL_FILE).read_bytes()
+    capsys.readouterr()
+    embed = ["embed", "--model", str(run_dir), "--data", str(prepared_fashion), "--out", str(served), "--force",
+             "--batch-size", "64"]
+    assert main(embed) == 2
+    error = capsys.readouterr().err
+    assert "holds products added or removed through `eclip serve`" in error and "--discard-served-updates" in error
+    assert error.count("\n") == 1 and (served / "serving" / JOURNAL_FILE).read_bytes() == journal
+    assert main(embed + ["--discard-served-updates"]) == 0
+    assert not (served / "serving").exists() and search(run_dir, served, query, top=1)[0]["product_id"] == best
 
 
 def test_bad_input_is_one_line(emb_dir, run_dir, prepared_fashion, tmp_path, capsys, monkeypatch):
