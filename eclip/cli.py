@@ -315,7 +315,8 @@ def _add_search(sub) -> None:
     p = sub.add_parser(
         "search", help="text search over an EMB_DIR's index: the top products for a query",
         description="Embed QUERY with the text tower of RUN_DIR and print the nearest products of EMB_DIR, with "
-                    "the products added and removed through `eclip serve` applied.")
+                    "the products added and removed through `eclip serve` applied. RUN_DIR must hold the weights "
+                    "that embedded EMB_DIR.")
     p.add_argument("query", help='free text, e.g. "red running shoes"')
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="the run that embedded EMB_DIR")
     p.add_argument("--index", type=Path, required=True, metavar="EMB_DIR", help="written by `eclip embed`")

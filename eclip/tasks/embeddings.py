@@ -5,7 +5,8 @@ EMB_DIR (`eclip embed`; the recommender and the graph evaluation read it too):
                          image, text, fused: each L2-normalized; fused = normalize(image + text)
     index.faiss          inner-product index over one of the vector columns (rows = parquet rows)
     index.json           its type (flat, ivf, hnsw), parameters, which vectors it holds, count, dim
-    meta.json            model, data, counts per split, seconds; written last: an EMB_DIR without it is incomplete
+    meta.json            model, data, counts per split, the model weights' fingerprint, seconds; written last: an
+                         EMB_DIR without it is incomplete
     serving/             products added and removed through `eclip serve` (eclip.serve.store)
 """
 
@@ -178,7 +179,7 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str 
     """`eclip embed`: vectors of every product + a FAISS index -> meta.json's content (reused when unchanged).
     An EMB_DIR holding products added or removed through `eclip serve` is rebuilt only with
     `discard_served_updates`: the rebuild replaces the whole folder."""
-    from eclip.models import load_model, output_signature
+    from eclip.models import load_model, output_signature, weights_fingerprint
     from eclip.serve.store import holds_served_updates
 
     run_dir, data_dir, emb_dir = Path(run_dir), Path(data_dir), Path(emb_dir)
@@ -221,11 +222,33 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str 
     splits = table.column("split").to_pylist()
     meta = {"model": str(run_dir), "data": str(data_dir), "products": table.num_rows, "dim": model.config.embed_dim,
             "counts": {split: splits.count(split) for split in SPLITS}, "index": description,
-            "seconds": round(time.perf_counter() - started, 2), "signature": signature}
+            "weights": weights_fingerprint(run_dir), "seconds": round(time.perf_counter() - started, 2),
+            "signature": signature}
     (building / META_FILE).write_text(json.dumps(meta, indent=1))
     shutil.rmtree(emb_dir, ignore_errors=True)
     building.rename(emb_dir)
     return {**meta, "reused": False}
+
+
+def embedding_weights(meta: dict) -> dict | None:
+    """The fingerprint of the weights that embedded an EMB_DIR (its meta.json), None when it records none."""
+    signature = meta.get("signature") or {}
+    if meta.get("weights") is None and signature.get("weights"):  # embedded before meta.json recorded the sha256
+        return dict(zip(("size", "mtime_ns"), signature["weights"]))
+    return meta.get("weights")
+
+
+def check_embedded_by(run_dir: Path, emb_dir: Path) -> None:
+    """Refuse a model other than the one whose weights embedded EMB_DIR: its queries would land in another space
+    (a model of the same dimension gives ranked garbage, not an error)."""
+    from eclip.models import same_weights
+
+    meta = json.loads((Path(emb_dir) / META_FILE).read_text())
+    if not same_weights(embedding_weights(meta), run_dir):
+        model = (meta.get("signature") or {}).get("model", meta.get("model"))
+        raise EclipError(f"{emb_dir} was embedded by {model}, whose weights differ from those of "
+                         f"{run_dir}: use that model, or embed with this one (`eclip embed --model {run_dir} "
+                         f"--data DATA_DIR --out NEW_EMB_DIR`)")
 
 
 def search(run_dir: Path, emb_dir: Path, query: str, top: int = 10) -> list[dict]:
@@ -238,9 +261,7 @@ def search(run_dir: Path, emb_dir: Path, query: str, top: int = 10) -> list[dict
         raise EclipError("the search query is empty")
     index = ProductIndex(emb_dir, read_only=True)
     model, _, _ = load_model(run_dir)
-    if model.config.embed_dim != index.dim:
-        raise EclipError(f"{emb_dir} holds {index.dim}-d vectors but {run_dir} embeds in "
-                         f"{model.config.embed_dim}-d: embed the catalogue with this model first")
+    check_embedded_by(run_dir, emb_dir)
     (found,) = index.search(embed_texts(model, [query]), top)
     return [{"rank": rank, "score": score, "product_id": index.ids[row], "title": index.titles[row],
              "category": index.category(row)} for rank, (row, score) in enumerate(found, 1)]

@@ -17,6 +17,7 @@ from eclip.data.store import read_products
 from eclip.models import embed_images, embed_texts, load_model
 from eclip.serve.store import JOURNAL_FILE, Operation, ProductIndex
 from eclip.tasks.embeddings import build_index, read_embeddings, search
+from tests.conftest import trained_further
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,17 @@ def test_search_applies_the_updates_made_through_the_service(emb_dir, run_dir, p
     assert error.count("\n") == 1 and (served / "serving" / JOURNAL_FILE).read_bytes() == journal
     assert main(embed + ["--discard-served-updates"]) == 0
     assert not (served / "serving").exists() and search(run_dir, served, query, top=1)[0]["product_id"] == best
+
+
+def test_search_refuses_a_model_with_other_weights(emb_dir, run_dir, prepared_fashion, tmp_path, capsys):
+    copied = Path(shutil.copytree(run_dir, tmp_path / "copied", copy_function=shutil.copyfile))  # new file times
+    assert search(copied, emb_dir, "black casual shoes", top=1) == search(run_dir, emb_dir, "black casual shoes", top=1)
+    further = trained_further(run_dir, prepared_fashion, tmp_path / "further")  # same dimension, other weights
+    capsys.readouterr()
+    assert main(["search", "--model", str(further), "--index", str(emb_dir), "black casual shoes"]) == 2
+    error = capsys.readouterr().err
+    assert f"was embedded by {run_dir.resolve()}, whose weights differ from those of {further}" in error
+    assert error.count("\n") == 1
 
 
 def test_bad_input_is_one_line(emb_dir, run_dir, prepared_fashion, tmp_path, capsys, monkeypatch):
