@@ -300,6 +300,8 @@ def _add_predict(sub) -> None:
 def _run_predict(args) -> int:
     from eclip.tasks.heads import predict
 
+    if args.top < 1:
+        raise EclipError("--top must be positive")
     result = predict(args.model, args.task, args.image, args.title, top=args.top)
     decision = result.pop("adult_decision", None)
     for head, ranked in result.items():

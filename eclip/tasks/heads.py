@@ -119,6 +119,8 @@ def predict(run_dir: Path, task: str, image: Path | None, title: str | None, hea
 
     if task not in PREDICT_TASKS:
         raise EclipError(f"unknown task {task!r}; choose from {', '.join(PREDICT_TASKS)}")
+    if title is not None and not title.strip():
+        raise EclipError("--title is blank: give the product's title, or leave --title out")
     folder = heads_dir or Path(run_dir) / HEADS_DIR
     meta, tensors = load_heads(folder)
     names = [name for name in meta["heads"] if head_task(name) == task]
@@ -130,8 +132,8 @@ def predict(run_dir: Path, task: str, image: Path | None, title: str | None, hea
     if needs_image and image is None or needs_title and not title:
         needs = " and ".join(flag for flag, needed in (("--image", needs_image), ("--title", needs_title)) if needed)
         raise EclipError(f"the {task} heads read the {' and '.join(sorted(views))} vector: give {needs}")
-    if image is not None and not Path(image).is_file():
-        raise EclipError(f"{image}: no such image file")
+    if image is not None:
+        _check_image(Path(image))
     model, _, _ = load_model(run_dir)
     # One eval fit all of a task's heads on the same weights: the first head's record stands for them all.
     if not same_weights(meta["heads"][names[0]].get("weights"), run_dir):
@@ -139,7 +141,7 @@ def predict(run_dir: Path, task: str, image: Path | None, title: str | None, hea
                          f"further or replaced since, or saved before eclip recorded them): re-run {rerun}")
     try:
         image_vector = embed_images(model, [Path(image)])[0] if needs_image else None
-    except OSError as error:
+    except (OSError, SyntaxError) as error:
         raise EclipError(f"{image}: cannot read the image ({error})") from error
     text_vector = embed_texts(model, [title])[0] if needs_title else None
     features = {"image": image_vector, "text": text_vector,
@@ -151,3 +153,25 @@ def predict(run_dir: Path, task: str, image: Path | None, title: str | None, hea
                                     "restricted": probability >= meta["heads"]["adult"]["threshold"]}
     return result
 
+
+def _check_image(path: Path) -> None:
+    """Refuse, from its header alone, a file that is no image or one above the pixel cap of `eclip prepare`: a
+    decompression bomb (a few KB of PNG) would take gigabytes to decode."""
+    from PIL import Image
+
+    from eclip.data.config import PrepareConfig
+
+    if not path.is_file():
+        raise EclipError(f"{path}: no such image file")
+    cap = PrepareConfig().max_pixels
+    too_large = f"{path}: the image has more than {cap:,} pixels, the cap of `eclip prepare` (image_too_large): " \
+                f"give a smaller image"
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+    except Image.DecompressionBombError:  # Pillow's own, higher cap, checked as it opens
+        raise EclipError(too_large) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise EclipError(f"{path}: cannot read the image ({error})") from None
+    if width * height > cap:
+        raise EclipError(too_large)

@@ -291,3 +291,26 @@ def test_predict_refuses_heads_fit_on_other_weights(eval_run, run_dir, prepared_
     error = capsys.readouterr().err
     assert f"the adult heads in {further / 'heads'} were not fit on the current weights of {further}" in error
     assert "re-run `eclip eval" in error and error.count("\n") == 1
+
+
+def test_predict_bad_input_is_one_line(eval_run, run_dir, labelled_data, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    # Pillow's own limit, as in a fresh `eclip predict` process (importing eclip.data.images lifts it).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)
+    image, title = _product(labelled_data, tmp_path)
+    bomb, large = tmp_path / "bomb.png", tmp_path / "large.png"
+    Image.new("1", (15000, 12000)).save(bomb)  # 180 megapixels in a few kilobytes: Pillow refuses it as it opens
+    Image.new("1", (8000, 6000)).save(large)  # 48 megapixels: under Pillow's limit, over prepare's cap
+    cases = [
+        (["--image", str(image), "--title", title, "--top", "0"], "--top must be positive"),
+        (["--image", str(image), "--title", title, "--top", "-1"], "--top must be positive"),
+        (["--image", str(image), "--title", "   "], "--title is blank"),
+        (["--image", str(bomb), "--title", title], "image_too_large"),
+        (["--image", str(large), "--title", title], "image_too_large"),
+    ]
+    for extra, message in cases:
+        capsys.readouterr()
+        assert main(["predict", "--model", str(run_dir), "--task", "category", *extra]) == 2, extra
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1, error
