@@ -45,7 +45,7 @@ from eclip.data.store import read_products  # noqa: E402
 from eclip.errors import EclipError  # noqa: E402
 from eclip.serve.app import wait_until_ready  # noqa: E402
 from eclip.tasks.embeddings import (EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE, VIEWS,  # noqa: E402
-                                    build_index, read_embeddings)
+                                    build_index, embedding_weights, read_embeddings)
 from eclip.tasks.similarity import normalize_rows  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -83,8 +83,11 @@ def generated_emb_dir(source: Path, out: Path, products: int, noise: float, inde
     description["vectors"] = "fused"
     faiss.write_index(index, str(out / INDEX_FILE))
     (out / INDEX_META_FILE).write_text(json.dumps(description))
+    source_meta = json.loads((source / META_FILE).read_text())
+    # The model that embedded the source serves this folder: `eclip serve` checks the weights it records.
     (out / META_FILE).write_text(json.dumps({"products": real + extra, "real": real, "generated": extra, "dim": dim,
-                                             "noise": noise, "index": description}))
+                                             "noise": noise, "index": description, "model": source_meta.get("model"),
+                                             "weights": embedding_weights(source_meta)}))
     cosine = float(np.mean(np.sum(matrices["fused"][real:real + 1000] * vectors["fused"][origin[:1000]], axis=1))) if extra else 1.0
     return {"products": real + extra, "real": real, "generated": extra, "mean_cosine_to_source": round(cosine, 3),
             "index": description}

@@ -230,6 +230,9 @@ def _add_embed(sub) -> None:
                    help="which vectors the index holds (default fused)")
     p.add_argument("--batch-size", type=int, default=256, help="products per forward pass (default 256)")
     p.add_argument("--force", action="store_true", help="re-embed even if EMB_DIR is up to date")
+    p.add_argument("--discard-served-updates", action="store_true",
+                   help="re-embed even if EMB_DIR/serving holds products added or removed through `eclip serve` "
+                        "(they are deleted with the old EMB_DIR)")
     p.set_defaults(handler=_run_embed)
 
 
@@ -239,7 +242,7 @@ def _run_embed(args) -> int:
     if args.batch_size < 1:
         raise EclipError("--batch-size must be positive")
     meta = embed_command(args.model, args.data, args.out, args.index_type, args.index_vectors, args.batch_size,
-                         force=args.force)
+                         force=args.force, discard_served_updates=args.discard_served_updates)
     counts = ", ".join(f"{split} {count}" for split, count in meta["counts"].items())
     reused = " (up to date, reused)" if meta["reused"] else ""
     print(f"{meta['products']} products ({counts}), {meta['dim']}-d, {meta['index']['type']} index over "
@@ -259,7 +262,8 @@ def _add_eval(sub) -> None:
         description="Retrieval, category classification (zero-shot and linear probe, every level), attribute "
                     "extraction, product matching, clustering and adult recognition. Heads train on the train "
                     "split, thresholds come from val, scores are on test. Writes report.json, report.md and "
-                    "PNG plots to REPORT_DIR, and the fitted heads to RUN_DIR/heads for `eclip predict`.")
+                    "PNG plots to REPORT_DIR (new or holding only those), and the fitted heads to RUN_DIR/heads for "
+                    "`eclip predict`: a task it fits heads for replaces that task's earlier heads, the others stay.")
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a finished `eclip train` run")
     p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR", help="a DATA_DIR written by `eclip prepare`")
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="output folder")
@@ -292,7 +296,8 @@ def _add_predict(sub) -> None:
         "predict", help="label one product (category, attributes or adult) with the heads `eclip eval` saved",
         description="Embed one image and title with the model of RUN_DIR and apply the task head fitted by "
                     "`eclip eval` (RUN_DIR/heads). Each head reads the image, text or fused vector (chosen on val "
-                    "by `eclip eval`); give the inputs its vector needs (an error names them).")
+                    "by `eclip eval`); give the inputs its vector needs (an error names them). Heads fit on other "
+                    "weights than RUN_DIR's current ones are refused: re-run `eclip eval` after training further.")
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a run evaluated by `eclip eval`")
     p.add_argument("--task", required=True, choices=["category", "attributes", "adult"])
     p.add_argument("--image", type=Path, help="the product image (any format PIL reads)")
@@ -304,6 +309,8 @@ def _add_predict(sub) -> None:
 def _run_predict(args) -> int:
     from eclip.tasks.heads import predict
 
+    if args.top < 1:
+        raise EclipError("--top must be positive")
     result = predict(args.model, args.task, args.image, args.title, top=args.top)
     decision = result.pop("adult_decision", None)
     for head, ranked in result.items():
@@ -318,7 +325,9 @@ def _run_predict(args) -> int:
 def _add_search(sub) -> None:
     p = sub.add_parser(
         "search", help="text search over an EMB_DIR's index: the top products for a query",
-        description="Embed QUERY with the text tower of RUN_DIR and print the nearest products of EMB_DIR.")
+        description="Embed QUERY with the text tower of RUN_DIR and print the nearest products of EMB_DIR, with "
+                    "the products added and removed through `eclip serve` applied. RUN_DIR must hold the weights "
+                    "that embedded EMB_DIR.")
     p.add_argument("query", help='free text, e.g. "red running shoes"')
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="the run that embedded EMB_DIR")
     p.add_argument("--index", type=Path, required=True, metavar="EMB_DIR", help="written by `eclip embed`")

@@ -62,3 +62,18 @@ def run_dir(prepared_fashion, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("tiny_model") / "run"
     train(prepared_fashion, run, tiny_config())
     return run
+
+
+def trained_further(run_dir: Path, data_dir: Path, copy: Path) -> Path:
+    """A copy of RUN_DIR trained one step more on DATA_DIR (`eclip train --resume`): the same model, other weights;
+    whatever was fit on RUN_DIR's weights (heads, an EMB_DIR) is stale for it."""
+    import shutil
+
+    from eclip.train.config import load_config
+    from eclip.train.loop import train
+
+    shutil.copytree(run_dir, copy)
+    config = load_config(copy / "config.json")
+    config.train.steps += 1
+    train(data_dir, copy, config, resume=True)
+    return copy

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -26,8 +27,8 @@ TOKENIZER_FILE = "tokenizer.json"
 TEXT_CONFIG_FILE = "text_config.json"
 
 __all__ = ["DualEncoder", "ModelConfig", "TextConfig", "TextProcessor", "VisionConfig", "VisionTransformer",
-           "build_model", "embed_images", "embed_texts", "image_pixels", "load_model", "output_signature", "save_model",
-           "tokenize"]
+           "build_model", "embed_images", "embed_texts", "image_pixels", "load_model", "output_signature",
+           "same_weights", "save_model", "tokenize", "weights_fingerprint", "weights_sha256"]
 
 
 def build_model(config: ModelConfig, titles=None) -> tuple[DualEncoder, dict]:
@@ -94,6 +95,34 @@ def embed_texts(model: DualEncoder, titles, batch_size: int = 256, on_batch=None
         if on_batch is not None:
             on_batch(len(rows))
     return vectors
+
+
+def weights_sha256(run_dir) -> str:
+    """sha256 of RUN_DIR's model weights."""
+    digest = hashlib.sha256()
+    with open(Path(run_dir) / MODEL_FILE, "rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(run_dir) -> dict:
+    """Size, modification time and sha256 of RUN_DIR's weights, recorded with what they produce (EMB_DIR, task
+    heads) so that `same_weights` can tell whether a model is the one that produced it."""
+    stat = (Path(run_dir) / MODEL_FILE).stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": weights_sha256(run_dir)}
+
+
+def same_weights(recorded: dict | None, run_dir) -> bool:
+    """Whether RUN_DIR's weights are those of a `weights_fingerprint`: by size and time when both agree (nothing
+    read), else by content (a copied run keeps the content, not the time)."""
+    weights = Path(run_dir) / MODEL_FILE
+    if not recorded or not weights.is_file():
+        return False
+    stat = weights.stat()
+    if [stat.st_size, stat.st_mtime_ns] == [recorded.get("size"), recorded.get("mtime_ns")]:
+        return True
+    return stat.st_size == recorded.get("size") and weights_sha256(run_dir) == recorded.get("sha256")
 
 
 def output_signature(run_dir, data_dir, options: dict) -> dict:

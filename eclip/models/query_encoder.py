@@ -11,7 +11,6 @@ searches the index the full model built. Saved beside the model in RUN_DIR:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eclip.errors import EclipError
-from eclip.models import MODEL_FILE
+from eclip.models import weights_sha256
 from eclip.models.text import TextProcessor
 
 WEIGHTS_FILE = "query_encoder.safetensors"
@@ -72,15 +71,6 @@ def embed_queries(encoder: QueryEncoder, texts, batch_size: int = 1024) -> np.nd
     return np.concatenate(chunks) if chunks else np.zeros((0, encoder.shape.embed_dim), np.float32)
 
 
-def teacher_digest(run_dir) -> str:
-    """sha256 of RUN_DIR's model weights: a query encoder serves only the weights it was distilled from."""
-    digest = hashlib.sha256()
-    with open(Path(run_dir) / MODEL_FILE, "rb") as weights:
-        for block in iter(lambda: weights.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_query_encoder(encoder: QueryEncoder, run_dir: Path, report: dict) -> None:
     """Weights and a JSON of the shape, the teacher's digest and the distillation report, each written to a
     temporary name first."""
@@ -89,7 +79,7 @@ def save_query_encoder(encoder: QueryEncoder, run_dir: Path, report: dict) -> No
     weights, meta = Path(run_dir) / WEIGHTS_FILE, Path(run_dir) / META_FILE
     save_file({name: tensor.contiguous() for name, tensor in encoder.state_dict().items()}, str(weights) + ".tmp")
     Path(str(meta) + ".tmp").write_text(json.dumps({"shape": asdict(encoder.shape), "teacher_sha256":
-                                                    teacher_digest(run_dir), **report}, indent=1))
+                                                    weights_sha256(run_dir), **report}, indent=1))
     Path(str(weights) + ".tmp").replace(weights)
     Path(str(meta) + ".tmp").replace(meta)  # last: a meta file means both are complete
 
@@ -108,7 +98,7 @@ def load_query_encoder(run_dir, processor: TextProcessor) -> QueryEncoder | None
     report = query_encoder_report(run_dir)
     if report is None:
         return None
-    if report.get("teacher_sha256") != teacher_digest(run_dir):
+    if report.get("teacher_sha256") != weights_sha256(run_dir):
         raise EclipError(f"{Path(run_dir) / WEIGHTS_FILE} was distilled from other weights than {run_dir}'s model "
                          f"(trained since?): run `eclip distill --model {run_dir} ...` again")
     try:

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from eclip.errors import EclipError
 from eclip.serve.config import ServeConfig
 from eclip.serve.store import Operation, ProductIndex
-from eclip.tasks.embeddings import fuse
+from eclip.tasks.embeddings import check_embedded_by, fuse
 from eclip.tasks.similarity import normalize_rows
 
 # Labels of products that have no category head: the leaf of the path, as catalogues name it.
@@ -86,9 +86,7 @@ class SearchEngine:
         self.model, processor, model_config = load_model(run_dir)
         self.query_encoder = _query_encoder(run_dir, processor, config.query_encoder)
         self.index = ProductIndex(emb_dir)
-        if model_config.embed_dim != self.index.dim:
-            raise EclipError(f"{emb_dir} holds {self.index.dim}-d vectors but {run_dir} embeds in {model_config.embed_dim}-d: "
-                             f"embed the catalogue with this model first (`eclip embed`)")
+        check_embedded_by(run_dir, emb_dir)
         self.image_size = model_config.vision.image_size
         self.catalog = Catalog(data_dir) if data_dir else None
         heads_dir = Path(run_dir) / HEADS_DIR

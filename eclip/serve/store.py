@@ -26,9 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eclip.errors import EclipError
-from eclip.tasks.embeddings import VIEWS, load_index, read_embeddings
+from eclip.tasks.embeddings import SERVING_DIR, VIEWS, load_index, read_embeddings
 
-SERVING_DIR = "serving"
 JOURNAL_FILE = "journal.jsonl"
 SNAPSHOT_FILE = "snapshot.parquet"
 OPERATIONS = ("add", "remove")
@@ -80,13 +79,16 @@ class _Rows:
 
 class ProductIndex:
     """Search, add and remove products of EMB_DIR; thread-safe (one re-entrant lock around the index and the journal
-offset), shared by processes through the journal."""
+offset), shared by processes through the journal. `read_only` (`eclip search`): search with the served updates
+applied, creating nothing in EMB_DIR and keeping no vectors beside the FAISS index's."""
 
-    def __init__(self, emb_dir: str | Path):
+    def __init__(self, emb_dir: str | Path, read_only: bool = False):
         import faiss
 
         self.emb_dir = Path(emb_dir)
-        table, vectors = read_embeddings(self.emb_dir, columns=["product_id", "title", "category", *VIEWS])
+        self.read_only = read_only
+        table, vectors = read_embeddings(self.emb_dir, columns=["product_id", "title", "category",
+                                                                *([] if read_only else VIEWS)])
         self.faiss_index, self.description = load_index(self.emb_dir)
         self.view = self.description.get("vectors", "fused")
         if self.faiss_index.ntotal != table.num_rows:
@@ -113,9 +115,10 @@ offset), shared by processes through the journal."""
         self._categories: tuple[int, list[str]] = (-1, [])
         self._lock = threading.RLock()
         self.state_dir = self.emb_dir / SERVING_DIR
-        self.state_dir.mkdir(exist_ok=True)
         self.journal_path = self.state_dir / JOURNAL_FILE
-        self.journal_path.touch()
+        if not read_only:
+            self.state_dir.mkdir(exist_ok=True)
+            self.journal_path.touch()
         self._journal_offset = 0
         snapshot = self.state_dir / SNAPSHOT_FILE
         if snapshot.is_file():
@@ -165,6 +168,7 @@ offset), shared by processes through the journal."""
     # ------------------------------------------------------------ updates
     def append(self, operations: list[Operation]) -> None:
         """Make `operations` durable (journal + fsync), then apply them; returns once they survive a crash."""
+        self._check_writable()
         for operation in operations:
             _check(operation, self.dim)
         with self._lock, open(self.journal_path, "a+b") as journal:
@@ -181,7 +185,7 @@ offset), shared by processes through the journal."""
 
     def sync(self) -> None:
         """Apply the lines other processes appended to the journal since the last call (a stat when none)."""
-        if self.journal_path.stat().st_size == self._journal_offset:
+        if not self.journal_path.is_file() or self.journal_path.stat().st_size == self._journal_offset:
             return
         with self._lock, open(self.journal_path, "rb") as journal:
             fcntl.flock(journal, fcntl.LOCK_SH)
@@ -193,6 +197,7 @@ offset), shared by processes through the journal."""
     def compact(self) -> int:
         """Fold the journal into snapshot.parquet and truncate it -> operations in the snapshot. Run it while no
         other process serves this EMB_DIR (`eclip serve` does, before its workers start)."""
+        self._check_writable()
         with open(self.journal_path, "a+b") as journal:
             fcntl.flock(journal, fcntl.LOCK_EX)
             try:
@@ -211,6 +216,10 @@ offset), shared by processes through the journal."""
         return len(operations)
 
     # ------------------------------------------------------------ internals
+    def _check_writable(self) -> None:
+        if self.read_only:  # it keeps no vectors: a snapshot written from it would lose those of added products
+            raise EclipError(f"{self.emb_dir} was opened read-only: open it with ProductIndex(emb_dir) to update it")
+
     def _code(self, category: str | None) -> int:
         if category not in self._category_code:
             self._category_code[category] = len(self._category_names)
@@ -283,6 +292,18 @@ offset), shared by processes through the journal."""
         if kind == "hnsw":
             return self._faiss.SearchParametersHNSW(sel=selector, efSearch=self.faiss_index.hnsw.efSearch)
         return self._faiss.SearchParameters(sel=selector)
+
+
+def holds_served_updates(emb_dir: Path) -> bool:
+    """Whether EMB_DIR/serving holds operations (journal lines or snapshot rows); an unreadable snapshot counts."""
+    state = Path(emb_dir) / SERVING_DIR
+    journal, snapshot = state / JOURNAL_FILE, state / SNAPSHOT_FILE
+    if journal.is_file() and journal.stat().st_size > 0:
+        return True
+    try:
+        return snapshot.is_file() and pq.read_metadata(snapshot).num_rows > 0
+    except (OSError, pa.ArrowException):
+        return True
 
 
 def _check(operation: Operation, dim: int) -> None:

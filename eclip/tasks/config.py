@@ -62,6 +62,9 @@ class EvalConfig:
              and min(self.probe_cs, default=0) > 0,
              "batch_size, probe_max_iter, probe_max_train and every probe_cs value must be positive (probe_cs not empty)"),
             (self.matching_neighbours >= 1 and self.pair_max_products >= 2, "matching_neighbours >= 1, pair_max_products >= 2"),
+            (self.tfidf_max_features >= 1 and self.confusion_classes >= 1,
+             "tfidf_max_features and confusion_classes must be at least 1"),
+            (self.seed >= 0, "seed must be 0 or more"),
             (bool(self.matching_expansion_neighbours) and min(self.matching_expansion_neighbours) >= 0 and
              bool(self.matching_expansion_alphas) and min(self.matching_expansion_alphas) > 0,
              "matching_expansion_neighbours must be >= 0 (0: no expansion) and matching_expansion_alphas > 0, "

@@ -5,7 +5,9 @@ EMB_DIR (`eclip embed`; the recommender and the graph evaluation read it too):
                          image, text, fused: each L2-normalized; fused = normalize(image + text)
     index.faiss          inner-product index over one of the vector columns (rows = parquet rows)
     index.json           its type (flat, ivf, hnsw), parameters, which vectors it holds, count, dim
-    meta.json            model, data, counts per split, seconds; written last: an EMB_DIR without it is incomplete
+    meta.json            model, data, counts per split, the model weights' fingerprint, seconds; written last: an
+                         EMB_DIR without it is incomplete
+    serving/             products added and removed through `eclip serve` (eclip.serve.store)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pyarrow.parquet as pq
 
 from eclip.data.store import check_complete, read_products
 from eclip.errors import EclipError
+from eclip.out_folder import check_out_folder
 from eclip.progress import progress_bar
 from eclip.tasks.similarity import cosine, normalize_rows
 
@@ -31,6 +34,7 @@ EMBEDDINGS_FILE = "embeddings.parquet"
 INDEX_FILE = "index.faiss"
 INDEX_META_FILE = "index.json"
 META_FILE = "meta.json"
+SERVING_DIR = "serving"
 VIEWS = ("image", "text", "fused")
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 EXACT_INDEX_LIMIT = 200_000  # above this many vectors "auto" builds an IVF index
@@ -171,15 +175,20 @@ def read_embeddings(emb_dir: Path, columns: list[str] | None = None) -> tuple[pa
 
 
 def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str = "auto", index_view: str = "fused",
-                  batch_size: int = 256, force: bool = False) -> dict:
-    """`eclip embed`: vectors of every product + a FAISS index -> meta.json's content (reused when unchanged)."""
-    from eclip.models import load_model, output_signature
+                  batch_size: int = 256, force: bool = False, discard_served_updates: bool = False) -> dict:
+    """`eclip embed`: vectors of every product + a FAISS index -> meta.json's content (reused when unchanged).
+    An EMB_DIR holding products added or removed through `eclip serve` is rebuilt only with
+    `discard_served_updates`: the rebuild replaces the whole folder."""
+    from eclip.models import load_model, output_signature, weights_fingerprint
+    from eclip.serve.store import holds_served_updates
 
     run_dir, data_dir, emb_dir = Path(run_dir), Path(data_dir), Path(emb_dir)
     if index_view not in VIEWS:
         raise EclipError(f"--index-vectors must be one of {', '.join(VIEWS)}, got {index_view!r}")
     if index_type not in INDEX_TYPES:
         raise EclipError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)}")
+    check_out_folder(emb_dir, {EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE, SERVING_DIR}, "embed",
+                     replaced_whole=True)
     check_complete(data_dir)
     model, _, _ = load_model(run_dir)
     signature = output_signature(run_dir, data_dir, {"index": index_type, "index_vectors": index_view})
@@ -187,8 +196,10 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str 
         meta = json.loads((emb_dir / META_FILE).read_text())
         if meta.get("signature") == signature:
             return {**meta, "reused": True}
-    if emb_dir.exists() and any(emb_dir.iterdir()) and not (emb_dir / META_FILE).is_file():
-        raise EclipError(f"{emb_dir} holds other files: choose an empty or new --out")
+    if holds_served_updates(emb_dir) and not discard_served_updates:
+        raise EclipError(f"{emb_dir / SERVING_DIR} holds products added or removed through `eclip serve`, which "
+                         f"re-embedding would delete: pass --discard-served-updates to re-embed anyway, or give "
+                         f"another --out")
 
     started = time.perf_counter()
     table = read_products(data_dir, columns=["product_id", "title", "category", "split", "thumbnail"])
@@ -211,26 +222,46 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str 
     splits = table.column("split").to_pylist()
     meta = {"model": str(run_dir), "data": str(data_dir), "products": table.num_rows, "dim": model.config.embed_dim,
             "counts": {split: splits.count(split) for split in SPLITS}, "index": description,
-            "seconds": round(time.perf_counter() - started, 2), "signature": signature}
+            "weights": weights_fingerprint(run_dir), "seconds": round(time.perf_counter() - started, 2),
+            "signature": signature}
     (building / META_FILE).write_text(json.dumps(meta, indent=1))
     shutil.rmtree(emb_dir, ignore_errors=True)
     building.rename(emb_dir)
     return {**meta, "reused": False}
 
 
+def embedding_weights(meta: dict) -> dict | None:
+    """The fingerprint of the weights that embedded an EMB_DIR (its meta.json), None when it records none."""
+    signature = meta.get("signature") or {}
+    if meta.get("weights") is None and signature.get("weights"):  # embedded before meta.json recorded the sha256
+        return dict(zip(("size", "mtime_ns"), signature["weights"]))
+    return meta.get("weights")
+
+
+def check_embedded_by(run_dir: Path, emb_dir: Path) -> None:
+    """Refuse a model other than the one whose weights embedded EMB_DIR: its queries would land in another space
+    (a model of the same dimension gives ranked garbage, not an error)."""
+    from eclip.models import same_weights
+
+    meta = json.loads((Path(emb_dir) / META_FILE).read_text())
+    if not same_weights(embedding_weights(meta), run_dir):
+        model = (meta.get("signature") or {}).get("model", meta.get("model"))
+        raise EclipError(f"{emb_dir} was embedded by {model}, whose weights differ from those of "
+                         f"{run_dir}: use that model, or embed with this one (`eclip embed --model {run_dir} "
+                         f"--data DATA_DIR --out NEW_EMB_DIR`)")
+
+
 def search(run_dir: Path, emb_dir: Path, query: str, top: int = 10) -> list[dict]:
-    """A text query against EMB_DIR's index -> the `top` products, best first."""
+    """A text query against EMB_DIR's index, with the products added and removed through `eclip serve` applied
+    as the service applies them -> the `top` products, best first."""
     from eclip.models import embed_texts, load_model
+    from eclip.serve.store import ProductIndex
 
     if not query.strip():
         raise EclipError("the search query is empty")
-    index, description = load_index(emb_dir)
+    index = ProductIndex(emb_dir, read_only=True)
     model, _, _ = load_model(run_dir)
-    if model.config.embed_dim != description["dim"]:
-        raise EclipError(f"{emb_dir} holds {description['dim']}-d vectors but {run_dir} embeds in "
-                         f"{model.config.embed_dim}-d: embed the catalogue with this model first")
-    scores, rows = index.search(embed_texts(model, [query]), min(top, index.ntotal))
-    table, _ = read_embeddings(emb_dir, columns=["product_id", "title", "category"])
-    found = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
-    return [{"rank": rank, "score": score, **{k: table.column(k)[row].as_py() for k in table.column_names}}
-            for rank, (score, row) in enumerate(found, 1)]
+    check_embedded_by(run_dir, emb_dir)
+    (found,) = index.search(embed_texts(model, [query]), top)
+    return [{"rank": rank, "score": score, "product_id": index.ids[row], "title": index.titles[row],
+             "category": index.category(row)} for rank, (row, score) in enumerate(found, 1)]

@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from eclip.data.store import check_complete, read_products
 from eclip.errors import EclipError
+from eclip.out_folder import check_out_folder
 from eclip.progress import progress_bar
 from eclip.tasks import heads as task_heads
 from eclip.tasks.adult import adult_scores, precision_at_recall
@@ -412,19 +413,25 @@ def _versions() -> dict:
 
 def evaluate(run_dir: Path, data_dir: Path, out: Path, config: EvalConfig, force: bool = False) -> dict:
     """Score the model of RUN_DIR and the baselines on DATA_DIR -> the report (also written to OUT)."""
-    from eclip.models import load_model, output_signature
+    from eclip.models import load_model, output_signature, weights_fingerprint
     from eclip.tasks.baselines import hash_representation, tfidf_representation, untrained_representation
-    from eclip.tasks.report import REPORT_FILE, write_report
+    from eclip.tasks.report import OWNED_FILES, REPORT_FILE, write_report
 
     run_dir, data_dir, out = Path(run_dir), Path(data_dir), Path(out)
     config.validate()
+    check_out_folder(out, OWNED_FILES, "eval")
     signature = output_signature(run_dir, data_dir, to_dict(config))
+    heads_dir = run_dir / task_heads.HEADS_DIR
     if (out / REPORT_FILE).is_file() and not force:
         previous = json.loads((out / REPORT_FILE).read_text())
-        if previous.get("signature") == signature:
+        # Reused only while RUN_DIR/heads holds the heads it saved: after a later eval of the same tasks replaced
+        # them, running again restores them.
+        if previous.get("signature") == signature and "heads" in previous and \
+                task_heads.holds_heads_of(heads_dir, out, previous["heads"]):
             return {**previous, "reused": True}
     started = time.perf_counter()
     model, processor, model_config = load_model(run_dir)
+    weights = weights_fingerprint(run_dir)
     data = load_eval_data(data_dir, config)
     notes = []
     share = unknown_token_share(processor, data.column("test", "title")[:2000].tolist())
@@ -474,6 +481,9 @@ def evaluate(run_dir: Path, data_dir: Path, out: Path, config: EvalConfig, force
             advance(task=task)
 
     ours = results.pop(MODEL)
+    saved_heads = task_heads.save_heads(heads_dir, probes, {"data": str(data_dir.resolve()),
+                                                            "report": str(out.resolve()), "weights": weights}) \
+        if probes else []
     report = {
         **ours,
         "baselines": results,
@@ -490,9 +500,7 @@ def evaluate(run_dir: Path, data_dir: Path, out: Path, config: EvalConfig, force
         "versions": _versions(),
         "config": to_dict(config),
         "signature": signature,
+        "heads": saved_heads,  # their names in RUN_DIR/heads
     }
-    if probes:
-        task_heads.save_heads(run_dir / task_heads.HEADS_DIR, probes,
-                              {"data": str(data_dir), "report": str(out)})
     write_report(out, report, curves, config.confusion_classes)
     return {**report, "reused": False}

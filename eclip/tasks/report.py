@@ -13,6 +13,11 @@ import numpy as np
 
 REPORT_FILE = "report.json"
 MARKDOWN_FILE = "report.md"
+CONFUSION_PLOT = "category_confusion.png"
+PR_PLOTS = {"matching": "matching_pr.png", "adult": "adult_pr.png"}
+RECALL_PLOT = "retrieval_recall.png"
+PLOT_FILES = (CONFUSION_PLOT, *PR_PLOTS.values(), RECALL_PLOT)
+OWNED_FILES = (REPORT_FILE, MARKDOWN_FILE, *PLOT_FILES)  # all a REPORT_DIR may hold
 
 
 @dataclass(frozen=True)
@@ -75,27 +80,28 @@ def _number(value) -> str:
     return "-" if value is None else str(value) if isinstance(value, int) else f"{value:.3f}"
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines: the header, its separator, one line per row (each as many cells as the header)."""
+    return ["| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows]]
+
+
 def headline_table(report: dict) -> str:
-    lines = ["| task | metric | ours | best baseline | target | pass |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = []
     for row in headline_rows(report):
         baseline = f"{_number(row['baseline'])} ({row['best_baseline']})" if row["best_baseline"] else "-"
         verdict = "pass" if row["pass"] else f"FAIL ({row['why']})"
-        lines.append(f"| {row['task']} | {row['metric']} | {_number(row['ours'])} | {baseline} | "
-                     f"{_number(row['target'])} | {verdict} |")
-    return "\n".join(lines)
+        rows.append([row["task"], row["metric"], _number(row["ours"]), baseline, _number(row["target"]), verdict])
+    return "\n".join(markdown_table(["task", "metric", "ours", "best baseline", "target", "pass"], rows))
 
 
 def _comparison(report: dict, title: str, keys: list[tuple[str, str]]) -> list[str]:
     """A table: one row per key, one column for the model and one per baseline that has any of the keys."""
     names = [n for n, s in report.get("baselines", {}).items() if any(lookup(s, k) is not None for _, k in keys)]
-    rows = [(label, lookup(report, key), [lookup(report["baselines"][n], key) for n in names]) for label, key in keys]
-    rows = [row for row in rows if row[1] is not None]
+    rows = [[label, lookup(report, key), *[lookup(report["baselines"][n], key) for n in names]] for label, key in keys]
+    rows = [[label, *map(_number, scores)] for label, *scores in rows if scores[0] is not None]
     if not rows:
         return []
-    lines = [f"### {title}", "", "| score | ours | " + " | ".join(names) + " |", "| --- " * (2 + len(names)) + "|"]
-    lines += [f"| {label} | {_number(ours)} | " + " | ".join(_number(v) for v in others) + " |"
-              for label, ours, others in rows]
-    return lines + [""]
+    return [f"### {title}", "", *markdown_table(["score", "ours", *names], rows), ""]
 
 
 def _head_choices(report: dict) -> list[str]:
@@ -233,15 +239,21 @@ def write_report(out: Path, report: dict, curves: dict[str, dict], confusion_cla
     """report.json, report.md and the plots; `curves[method][task]` holds what each plot needs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    written = set()
     ours = curves["model"]
     if ours.get("category", {}).get("confusion"):
-        plot_confusion(*ours["category"]["confusion"], confusion_classes, out / "category_confusion.png")
+        plot_confusion(*ours["category"]["confusion"], confusion_classes, out / CONFUSION_PLOT)
+        written.add(CONFUSION_PLOT)
     for task, title in (("matching", "product matching: all test pairs"), ("adult", "adult / restricted products")):
         pr = {name: by_task[task]["pr"] for name, by_task in curves.items() if by_task.get(task, {}).get("pr")}
         if pr:
-            plot_pr(pr, title, out / f"{task}_pr.png")
+            plot_pr(pr, title, out / PR_PLOTS[task])
+            written.add(PR_PLOTS[task])
     recall = {name: by_task["retrieval"] for name, by_task in curves.items() if by_task.get("retrieval")}
     if recall:
-        plot_recall(recall, out / "retrieval_recall.png")
+        plot_recall(recall, out / RECALL_PLOT)
+        written.add(RECALL_PLOT)
+    for stale in set(PLOT_FILES) - written:  # an earlier run's plot of a task this report does not hold
+        (out / stale).unlink(missing_ok=True)
     (out / MARKDOWN_FILE).write_text(markdown(report))
     (out / REPORT_FILE).write_text(json.dumps(report, indent=1, default=float))  # last: its presence means done

@@ -14,6 +14,7 @@ from PIL import Image
 
 from eclip.cli import main
 from eclip.serve.store import JOURNAL_FILE, SERVING_DIR, SNAPSHOT_FILE
+from tests.conftest import trained_further
 from tests.serve.conftest import free_port, start_server
 
 
@@ -61,7 +62,7 @@ def test_acknowledged_updates_survive_a_kill_with_two_workers(served, emb_copy):
 
 
 def test_serve_errors_are_one_line(served, tmp_path, capsys):
-    run_dir, emb_dir, _ = served
+    run_dir, emb_dir, data_dir = served
     assert main(["serve", "--model", str(tmp_path), "--index", str(emb_dir)]) == 2
     assert "is not a finished `eclip train` run" in capsys.readouterr().err
     assert main(["serve", "--model", str(run_dir), "--index", str(tmp_path)]) == 2
@@ -70,3 +71,6 @@ def test_serve_errors_are_one_line(served, tmp_path, capsys):
     assert "max_k (--max-k) must be positive, got 0" in capsys.readouterr().err
     assert main(["serve", "--model", str(run_dir), "--index", str(emb_dir), "--query-encoder", "distilled"]) == 2
     assert "has no distilled query encoder: run `eclip distill" in capsys.readouterr().err
+    further = trained_further(run_dir, data_dir, tmp_path / "further")  # its queries would land in another space
+    assert main(["serve", "--model", str(further), "--index", str(emb_dir)]) == 2
+    assert f"whose weights differ from those of {further}" in capsys.readouterr().err

@@ -4,6 +4,8 @@ FAISS indexes that find what brute force finds, reuse and bad input."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +15,9 @@ import pytest
 from eclip.cli import main
 from eclip.data.store import read_products
 from eclip.models import embed_images, embed_texts, load_model
+from eclip.serve.store import JOURNAL_FILE, Operation, ProductIndex
 from eclip.tasks.embeddings import build_index, read_embeddings, search
+from tests.conftest import trained_further
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,7 @@ def test_search_prints_the_nearest_products(emb_dir, run_dir, capsys):
     assert hits[0]["product_id"] == table.column("product_id")[best].as_py()
     assert hits[0]["score"] == pytest.approx(float(similarity[best]), abs=1e-5)
     assert lines[0].split()[2] == hits[0]["product_id"]
+    assert not (emb_dir / "serving").exists()  # searching writes nothing into EMB_DIR
 
 
 def test_unchanged_emb_dir_is_reused(emb_dir, run_dir, prepared_fashion, capsys):
@@ -93,12 +98,57 @@ def test_unchanged_emb_dir_is_reused(emb_dir, run_dir, prepared_fashion, capsys)
     assert (emb_dir / "meta.json").stat().st_mtime_ns == before
 
 
-def test_bad_input_is_one_line(emb_dir, run_dir, prepared_fashion, tmp_path, capsys):
+def test_search_applies_the_updates_made_through_the_service(emb_dir, run_dir, prepared_fashion, tmp_path, capsys):
+    served = Path(shutil.copytree(emb_dir, tmp_path / "emb"))
+    query = "black casual shoes"
+    best = search(run_dir, served, query, top=1)[0]["product_id"]
+    model, _, _ = load_model(run_dir)
+    vector = embed_texts(model, [query])[0]
+    ProductIndex(served).append([Operation("remove", best), Operation(
+        "add", "shop-1", "Shop black casual shoes", "Footwear > Shoes", {"image": vector, "text": vector, "fused": vector})])
+    hits = search(run_dir, served, query, top=5)
+    assert hits[0]["product_id"] == "shop-1" and hits[0]["score"] == pytest.approx(1, abs=1e-5)
+    assert best not in [hit["product_id"] for hit in hits]
+    # Re-embedding would replace the folder and lose the updates: refused unless asked for by name.
+    journal = (served / "serving" / JOURNAL_FILE).read_bytes()
+    capsys.readouterr()
+    embed = ["embed", "--model", str(run_dir), "--data", str(prepared_fashion), "--out", str(served), "--force",
+             "--batch-size", "64"]
+    assert main(embed) == 2
+    error = capsys.readouterr().err
+    assert "holds products added or removed through `eclip serve`" in error and "--discard-served-updates" in error
+    assert error.count("\n") == 1 and (served / "serving" / JOURNAL_FILE).read_bytes() == journal
+    assert main(embed + ["--discard-served-updates"]) == 0
+    assert not (served / "serving").exists() and search(run_dir, served, query, top=1)[0]["product_id"] == best
+
+
+def test_search_refuses_a_model_with_other_weights(emb_dir, run_dir, prepared_fashion, tmp_path, capsys):
+    copied = Path(shutil.copytree(run_dir, tmp_path / "copied", copy_function=shutil.copyfile))  # new file times
+    assert search(copied, emb_dir, "black casual shoes", top=1) == search(run_dir, emb_dir, "black casual shoes", top=1)
+    further = trained_further(run_dir, prepared_fashion, tmp_path / "further")  # same dimension, other weights
+    capsys.readouterr()
+    assert main(["search", "--model", str(further), "--index", str(emb_dir), "black casual shoes"]) == 2
+    error = capsys.readouterr().err
+    assert f"was embedded by {run_dir.resolve()}, whose weights differ from those of {further}" in error
+    assert error.count("\n") == 1
+
+
+def test_bad_input_is_one_line(emb_dir, run_dir, prepared_fashion, tmp_path, capsys, monkeypatch):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
+    annotated = Path(shutil.copytree(emb_dir, tmp_path / "annotated"))
+    (annotated / "notes.txt").write_text("mine")
+    afile = tmp_path / "afile.txt"
+    afile.write_text("hi")
+    monkeypatch.chdir(tmp_path)
+    embed = ["embed", "--model", str(run_dir), "--data", str(prepared_fashion), "--force", "--out"]
     cases = [
         (["embed", "--model", str(run_dir), "--data", str(prepared_fashion), "--out", str(occupied)], "holds other files"),
+        (embed + [str(annotated)], "holds other files than `eclip embed` writes (notes.txt)"),
+        (embed + [str(afile)], "is a file, not a folder"),
+        (embed + [str(afile / "sub")], "lies under"),
+        (embed + ["."], "is the current folder or one above it"),
         (["embed", "--model", str(tmp_path), "--data", str(prepared_fashion), "--out", str(tmp_path / "e")], "is missing"),
         (["embed", "--model", str(run_dir), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "e")], "does not exist"),
         (["search", "--model", str(run_dir), "--index", str(emb_dir), "  "], "query is empty"),
@@ -109,7 +159,8 @@ def test_bad_input_is_one_line(emb_dir, run_dir, prepared_fashion, tmp_path, cap
         assert main(argv) == 2, argv
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1, (argv, error)
-    assert (occupied / "notes.txt").read_text() == "mine"
+    assert (occupied / "notes.txt").read_text() == "mine" and (annotated / "notes.txt").read_text() == "mine"
+    assert afile.read_text() == "hi"
 
 
 def test_each_prompt_is_embedded_once_per_run():

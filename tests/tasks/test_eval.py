@@ -4,6 +4,9 @@ scores that match a recomputation from the EMB_DIR, plots, saved heads, reuse, a
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,8 +17,9 @@ from eclip.data.store import read_products
 from eclip.models import embed_images, embed_texts, load_model
 from eclip.tasks.embeddings import fuse, read_embeddings
 from eclip.tasks.heads import apply_head, head_view, load_heads
-from eclip.tasks.report import lookup
+from eclip.tasks.report import PLOT_FILES, lookup, markdown
 from eclip.tasks.retrieval import retrieval_scores
+from tests.conftest import trained_further
 from tests.tasks.conftest import rewritten_copy, with_column
 
 pytestmark = pytest.mark.slow
@@ -181,3 +185,132 @@ def test_bad_input_is_one_line(run_dir, prepared_fashion, fast_config, tmp_path,
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1, error
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("option, message", [("tfidf_max_features = 0", "tfidf_max_features and confusion_classes"),
+                                             ("seed = -1", "seed must be 0 or more")])
+def test_bad_config_values_are_one_line(run_dir, prepared_fashion, tmp_path, capsys, option, message):
+    config = tmp_path / "eval.toml"
+    config.write_text(option + "\n")
+    assert _eval(run_dir, prepared_fashion, tmp_path / "report", config) == 2
+    error = capsys.readouterr().err
+    assert f"bad eval config: {message}" in error and error.count("\n") == 1
+    assert not (tmp_path / "report").exists()
+
+
+def test_every_table_row_has_as_many_cells_as_its_separator(eval_run, report):
+    model_alone = markdown({**report, "baselines": {}})
+    assert "| score | ours |\n| --- | --- |" in model_alone
+    for text in ((eval_run[0] / "report.md").read_text(), model_alone):
+        tables = [block.splitlines() for block in text.split("\n\n") if block.startswith("| ")]
+        assert len(tables) == 7  # the headline and one per task
+        for table in tables:
+            cells = [line.count("|") for line in table]
+            assert set(table[1].strip("| ").split(" | ")) == {"---"} and cells == [cells[1]] * len(table), table
+
+
+def test_plots_of_tasks_the_report_does_not_hold_are_removed(eval_run, run_dir, labelled_data, fast_config,
+                                                               tmp_path):
+    out = Path(shutil.copytree(eval_run[0], tmp_path / "report"))
+    assert sorted(path.name for path in out.glob("*.png")) == sorted(PLOT_FILES)
+    assert _eval(run_dir, labelled_data, out, fast_config, "--tasks", "retrieval", "--baselines", "") == 0
+    assert sorted(path.name for path in out.glob("*.png")) == ["retrieval_recall.png"]
+
+
+def test_out_is_checked_before_any_work(run_dir, prepared_fashion, fast_config, tmp_path, capsys):
+    prepare_report = (prepared_fashion / "report.json").read_bytes()
+    afile = tmp_path / "afile.txt"
+    afile.write_text("hi")
+    cases = [(prepared_fashion, "holds other files than `eclip eval` writes"), (afile, "is a file, not a folder"),
+             (afile / "sub", f"lies under {afile}, which is a file")]
+    for out, message in cases:
+        capsys.readouterr()
+        assert _eval(run_dir, prepared_fashion, out, fast_config) == 2, out
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1, error
+    assert (prepared_fashion / "report.json").read_bytes() == prepare_report and afile.read_text() == "hi"
+
+
+def _product(data, folder) -> tuple[Path, str]:
+    """A test product's image file and title."""
+    product = read_products(data, split="test", columns=["title", "thumbnail"]).slice(0, 1).to_pylist()[0]
+    image = folder / "product.jpg"
+    image.write_bytes(product["thumbnail"])
+    return image, product["title"]
+
+
+def _saved_heads(run) -> dict:
+    return json.loads((run / "heads" / "heads.json").read_text())["heads"]
+
+
+def test_an_eval_of_some_tasks_keeps_the_other_tasks_heads(eval_run, run_dir, labelled_data, fast_config, tmp_path):
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    before = _saved_heads(run)
+    assert _eval(run, labelled_data, tmp_path / "attributes", fast_config, "--tasks", "attributes", "--baselines", "") == 0
+    after = _saved_heads(run)
+    assert sorted(after) == sorted(before)
+    for name, entry in after.items():
+        if name.startswith("attr_"):  # refit by this eval, which is recorded with each
+            assert entry["report"] == str((tmp_path / "attributes").resolve())
+            assert entry["data"] == str(labelled_data.resolve()) and entry["weights"]["sha256"]
+        else:
+            assert entry == before[name]
+    image, title = _product(labelled_data, tmp_path)
+    assert main(["predict", "--model", str(run), "--task", "category", "--image", str(image), "--title", title]) == 0
+
+
+def test_a_reused_report_needs_its_heads_still_saved(run_dir, labelled_data, fast_config, tmp_path, capsys):
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    shutil.rmtree(run / "heads")
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):  # the second eval of the adult task replaces the first one's adult head
+        assert _eval(run, labelled_data, out, fast_config, "--tasks", "adult", "--baselines", "") == 0
+    assert _saved_heads(run)["adult"]["report"] == str(second.resolve())
+    capsys.readouterr()
+    assert _eval(run, labelled_data, first, fast_config, "--tasks", "adult", "--baselines", "") == 0
+    assert "unchanged" not in capsys.readouterr().out  # run again: its head is back
+    assert _saved_heads(run)["adult"]["report"] == str(first.resolve())
+    assert _eval(run, labelled_data, first, fast_config, "--tasks", "adult", "--baselines", "") == 0
+    assert "unchanged" in capsys.readouterr().out
+    image, title = _product(labelled_data, tmp_path)
+    assert main(["predict", "--model", str(run), "--task", "category", "--image", str(image), "--title", title]) == 2
+    error = capsys.readouterr().err
+    assert f"has no category head: run `eclip eval --model {run} --data DATA_DIR --out REPORT_DIR --tasks category`" \
+           in error and error.count("\n") == 1
+
+
+def test_predict_refuses_heads_fit_on_other_weights(eval_run, run_dir, prepared_fashion, labelled_data, tmp_path,
+                                                    capsys):
+    image, title = _product(labelled_data, tmp_path)
+    copied = Path(shutil.copytree(run_dir, tmp_path / "copied"))
+    os.utime(copied / "model.safetensors")  # a copy with new file times keeps the weights: its heads still apply
+    assert main(["predict", "--model", str(copied), "--task", "adult", "--image", str(image), "--title", title]) == 0
+    further = trained_further(run_dir, prepared_fashion, tmp_path / "further")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(further), "--task", "adult", "--image", str(image), "--title", title]) == 2
+    error = capsys.readouterr().err
+    assert f"the adult heads in {further / 'heads'} were not fit on the current weights of {further}" in error
+    assert "re-run `eclip eval" in error and error.count("\n") == 1
+
+
+def test_predict_bad_input_is_one_line(eval_run, run_dir, labelled_data, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    # Pillow's own limit, as in a fresh `eclip predict` process (importing eclip.data.images lifts it).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)
+    image, title = _product(labelled_data, tmp_path)
+    bomb, large = tmp_path / "bomb.png", tmp_path / "large.png"
+    Image.new("1", (15000, 12000)).save(bomb)  # 180 megapixels in a few kilobytes: Pillow refuses it as it opens
+    Image.new("1", (8000, 6000)).save(large)  # 48 megapixels: under Pillow's limit, over prepare's cap
+    cases = [
+        (["--image", str(image), "--title", title, "--top", "0"], "--top must be positive"),
+        (["--image", str(image), "--title", title, "--top", "-1"], "--top must be positive"),
+        (["--image", str(image), "--title", "   "], "--title is blank"),
+        (["--image", str(bomb), "--title", title], "image_too_large"),
+        (["--image", str(large), "--title", title], "image_too_large"),
+    ]
+    for extra, message in cases:
+        capsys.readouterr()
+        assert main(["predict", "--model", str(run_dir), "--task", "category", *extra]) == 2, extra
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1, error
