@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,3 +46,31 @@ def output_folder(path: Path) -> Path:
     except OSError as error:
         raise EclipError(f"{path}: cannot create the output folder ({error.strerror}); choose another --out") from None
     return path
+
+
+def check_out_folder(out: Path, owned: Collection[str], command: str,
+                     finished: Callable[[Path], bool] | None = None, replaced_whole: bool = False) -> None:
+    """Before any work: refuse an --out that is a file, lies under a file, or holds entries `eclip <command>` does
+    not write (names outside `owned`), so a bad --out fails at once and nobody's files are written into or deleted.
+    `finished(out)`: a non-empty folder must also be a finished output of the command to be replaced.
+    `replaced_whole`: the command renames a new folder into place, so --out may not be the current folder or one
+    above it (that would pull the folder away from under the shell)."""
+    out = Path(out)
+    existing = out if out.exists() else next((parent for parent in out.parents if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file, not a folder" if existing == out else f"lies under {existing}, which is a file"
+        raise EclipError(f"--out {out} {where}: choose a new or empty folder")
+    if replaced_whole and Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise EclipError(f"--out {out} is the current folder or one above it, which `eclip {command}` would replace "
+                         f"as a whole: name a folder, e.g. --out {command}-out")
+    if existing != out:
+        return
+    entries = sorted(entry.name for entry in out.iterdir())
+    foreign = [name for name in entries if name not in set(owned)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise EclipError(f"{out} holds other files than `eclip {command}` writes ({shown}): choose an empty or new "
+                         f"--out (nothing was deleted)")
+    if entries and finished is not None and not finished(out):
+        raise EclipError(f"{out} is not a finished `eclip {command}` output: choose an empty or new --out (nothing "
+                         f"was deleted)")

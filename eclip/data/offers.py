@@ -31,8 +31,8 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from eclip.data.catalog import bad_utf8_line, check_distinct_columns
 from eclip.data.images import ImageLimits, ImageRejected, decode_image, locate_image
-from eclip.data.outdir import check_replaceable
 from eclip.errors import EclipError
+from eclip.files import check_out_folder
 from eclip.progress import progress_bar
 
 REQUIRED_COLUMNS = ("product_id", "title", "image")
@@ -427,7 +427,7 @@ def make_offers(catalog: Path, out: Path, per_product: int = 3, seed: int = 0, l
     previous = _finished_record(out)
     if not force and previous is not None and previous["arguments"] == arguments:
         return previous["summary"]
-    check_replaceable(out, "offers", OUT_ENTRIES, lambda folder: _finished_record(folder) is not None)
+    check_out_folder(out, OUT_ENTRIES, "offers", lambda folder: _finished_record(folder) is not None)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.partial"

@@ -32,8 +32,8 @@ from eclip.data.config import PrepareConfig
 from eclip.data.dedup import resolve_duplicates, verified_near_duplicates
 from eclip.data.descriptors import make_descriptor
 from eclip.data.inspect import inspect_batch
-from eclip.data.outdir import check_replaceable
 from eclip.errors import EclipError
+from eclip.files import check_out_folder
 from eclip.progress import progress_bar
 
 SPOOL = "_spool"
@@ -262,7 +262,7 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
         if not (out / store.CATALOG_DB).is_file():
             store.write_catalog_db(out)
         return previous
-    check_replaceable(out, "prepare", store.PREPARED_ENTRIES, lambda folder: store.prepared_report(folder) is not None)
+    check_out_folder(out, store.PREPARED_ENTRIES, "prepare", lambda folder: store.prepared_report(folder) is not None)
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.building-*"):

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from eclip.data.store import check_complete, read_products
 from eclip.errors import EclipError
-from eclip.out_folder import check_out_folder
+from eclip.files import check_out_folder
 from eclip.progress import progress_bar
 from eclip.tasks.similarity import cosine, normalize_rows
 

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from eclip.data.store import check_complete, read_products
 from eclip.errors import EclipError
-from eclip.out_folder import check_out_folder
+from eclip.files import check_out_folder
 from eclip.progress import progress_bar
 from eclip.tasks import heads as task_heads
 from eclip.tasks.adult import adult_scores, precision_at_recall

@@ -420,7 +420,7 @@ def test_only_a_finished_data_dir_of_prepare_is_replaced(tmp_path, fashion_dir, 
     (report_dir / "report.json").write_text("{}")
     (report_dir / "report.md").write_text("| scores |")
     assert run(report_dir) == 2
-    assert "holds report.md, which `eclip prepare` did not write" in capsys.readouterr().err
+    assert "holds other files than `eclip prepare` writes (report.md)" in capsys.readouterr().err
     (report_dir / "report.md").unlink()
     assert run(report_dir) == 2
     assert "not a finished `eclip prepare` output" in capsys.readouterr().err
@@ -432,7 +432,7 @@ def test_only_a_finished_data_dir_of_prepare_is_replaced(tmp_path, fashion_dir, 
     assert json.loads((data_dir / "report.json").read_text())["options"]["dedup"] == "none"
     (data_dir / "notes.txt").write_text("mine")
     assert run(data_dir, "--dedup", "title") == 2
-    assert "holds notes.txt" in capsys.readouterr().err
+    assert "writes (notes.txt)" in capsys.readouterr().err
     assert (data_dir / "notes.txt").read_text() == "mine"
     assert json.loads((data_dir / "report.json").read_text())["options"]["dedup"] == "none"
 
@@ -440,11 +440,11 @@ def test_only_a_finished_data_dir_of_prepare_is_replaced(tmp_path, fashion_dir, 
 def test_out_that_is_a_file_fails_with_one_clear_line(tmp_path, fashion_dir, capsys):
     catalog = _real_catalogue(tmp_path / "cat", fashion_dir, 2)
     (tmp_path / "taken").write_text("mine")
-    for out, message in [(tmp_path / "taken", "exists and is not a folder"),
-                         (tmp_path / "taken" / "sub" / "data", f"cannot be made: {tmp_path / 'taken'} is a file")]:
+    for out, message in [(tmp_path / "taken", "is a file, not a folder"),
+                         (tmp_path / "taken" / "sub" / "data", f"lies under {tmp_path / 'taken'}, which is a file")]:
         assert main(["prepare", str(catalog), "--out", str(out), "--workers", "1"]) == 2
         error = capsys.readouterr().err.strip()
-        assert error == f"eclip prepare: error: {out}: {message}; choose another --out"
+        assert error == f"eclip prepare: error: --out {out} {message}: choose a new or empty folder"
     assert (tmp_path / "taken").read_text() == "mine"
 
 
