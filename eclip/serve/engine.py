@@ -7,6 +7,7 @@ while the model is busy, so a batch forms by itself under load and a lone query 
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class Catalog:
 class SearchEngine:
     def __init__(self, run_dir: str | Path, emb_dir: str | Path, data_dir: str | Path | None, config: ServeConfig):
         from eclip.models import load_model
-        from eclip.tasks.heads import HEADS_DIR, load_heads
+        from eclip.tasks.heads import HEADS_DIR, load_current_heads
 
         import faiss
         import torch
@@ -89,8 +90,10 @@ class SearchEngine:
         check_embedded_by(run_dir, emb_dir)
         self.image_size = model_config.vision.image_size
         self.catalog = Catalog(data_dir) if data_dir else None
-        heads_dir = Path(run_dir) / HEADS_DIR
-        self.heads = load_heads(heads_dir) if heads_dir.is_dir() else None
+        self.heads, stale = load_current_heads(Path(run_dir) / HEADS_DIR, run_dir)
+        if stale:
+            print(f"eclip serve: the task heads {', '.join(stale)} in {Path(run_dir) / HEADS_DIR} were fit on other "
+                  f"weights than {run_dir}'s; classifying without them (re-run eclip eval to refit)", file=sys.stderr)
         self._zero_shot: tuple[list[str], np.ndarray] | None = None  # (category paths, (C, D) class vectors)
 
     # ------------------------------------------------------------ input

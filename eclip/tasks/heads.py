@@ -92,6 +92,19 @@ def load_heads(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return json.loads((folder / META_FILE).read_text()), load_file(str(folder / WEIGHTS_FILE))
 
 
+def load_current_heads(folder: Path, run_dir: Path) -> tuple[dict | None, list[str]]:
+    """-> ((meta, tensors) of the heads in `folder` fit on RUN_DIR's current weights, or None), names of the heads
+    left out: a head fit on other weights would read vectors it never saw."""
+    from eclip.models import same_weights
+
+    if not (Path(folder) / META_FILE).is_file():
+        return None, []
+    meta, tensors = load_heads(folder)
+    current = {name: entry for name, entry in meta["heads"].items() if same_weights(entry.get("weights"), run_dir)}
+    stale = sorted(set(meta["heads"]) - set(current))
+    return ({**meta, "heads": current}, tensors) if current else None, stale
+
+
 def head_view(meta: dict, name: str) -> str:
     """The vector a saved head reads; heads saved before each head had its own view share the top-level one."""
     return meta["heads"][name].get("view") or meta["view"]

@@ -218,12 +218,14 @@ def test_a_slow_request_times_out_with_503(served):
         assert response.status_code == 503 and "longer than 0.3 s" in response.json()["detail"]
 
 
-def test_classify_uses_the_saved_task_heads_when_their_view_is_given(served, tmp_path):
+def test_classify_uses_the_saved_task_heads_when_their_view_is_given(served, tmp_path, capsys):
+    import json
     import shutil
 
     from sklearn.linear_model import LogisticRegression
 
-    from eclip.tasks.heads import HEADS_DIR, apply_head, load_heads, save_heads
+    from eclip.models import weights_fingerprint
+    from eclip.tasks.heads import HEADS_DIR, META_FILE, apply_head, load_heads, save_heads
 
     run_dir, emb_dir, _ = served
     run = shutil.copytree(run_dir, tmp_path / "run")
@@ -235,7 +237,7 @@ def test_classify_uses_the_saved_task_heads_when_their_view_is_given(served, tmp
     save_heads(run / HEADS_DIR, {"category": (LogisticRegression(max_iter=300).fit(fused, categories), "fused"),
                                  "attributes": {"apparel": (LogisticRegression().fit(text, stand_in.astype(str)), "text")},
                                  "adult": (LogisticRegression().fit(fused, stand_in), "fused"), "adult_threshold": 0.5},
-               {"fit_on": "test"})
+               {"weights": weights_fingerprint(run)})
     meta, tensors = load_heads(run / HEADS_DIR)
     engine = SearchEngine(run, emb_dir, None, ServeConfig())
 
@@ -248,6 +250,13 @@ def test_classify_uses_the_saved_task_heads_when_their_view_is_given(served, tmp
     adult = dict(apply_head(meta, tensors, "adult", fused[0]))[True]
     assert answer["adult"] == {"score": round(adult, 6), "threshold": 0.5, "restricted": adult >= 0.5}
     assert engine.classify(vectors["image"][0], None)["method"] == "zero-shot"  # the heads read image + text
+
+    meta["heads"]["category"]["weights"] = {"size": 1, "mtime_ns": 1, "sha256": "0" * 64}  # fit on other weights
+    (run / HEADS_DIR / META_FILE).write_text(json.dumps(meta))
+    capsys.readouterr()
+    answer = SearchEngine(run, emb_dir, None, ServeConfig()).classify(vectors["image"][0], vectors["text"][0])
+    assert answer["views"] == {"adult": "fused", "attr_apparel": "text"} and answer["category"] == []
+    assert "task heads category in" in capsys.readouterr().err
 
 
 def test_search_queries_use_the_distilled_encoder_when_the_run_has_one(served, index_vectors, tmp_path):
