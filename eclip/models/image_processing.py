@@ -25,7 +25,8 @@ def open_image(image: Image.Image | bytes | str | Path, size_hint: int) -> Image
     if not isinstance(image, Image.Image):
         image = Image.open(io.BytesIO(image) if isinstance(image, bytes) else image)
         image.draft("RGB", (size_hint, size_hint))
-        image = ImageOps.exif_transpose(image)
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)  # the default copies every image, turned or not
     image = image.convert("RGB")
     if max(image.size) > 4 * size_hint:
         image.thumbnail((4 * size_hint, 4 * size_hint), Image.BICUBIC)

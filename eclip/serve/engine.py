@@ -108,7 +108,9 @@ class SearchEngine:
                 raise RequestError(413, f"the image is {width}x{height} = {width * height:,} pixels, above the cap of "
                                         f"{self.config.max_pixels:,}: send a smaller image")
             image.draft("RGB", (2 * self.image_size, 2 * self.image_size))
-            return ImageOps.exif_transpose(image).convert("RGB")  # phone photos: upright, as `eclip prepare` stores them
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)  # phone photos: upright, as `eclip prepare` stores them
+            return image.convert("RGB")
         except RequestError:
             raise
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
