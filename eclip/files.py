@@ -10,6 +10,17 @@ import pyarrow as pa
 from eclip.errors import EclipError
 
 
+def is_utf8(data: bytes | None) -> bool:
+    """Whether `data` (None counts as text: a null) decodes as UTF-8."""
+    if data is None:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
     """The table (or `columns` of it) of one Parquet file."""
     import pyarrow.parquet as pq

@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from eclip.errors import EclipError
+from eclip.files import is_utf8
 
 REQUIRED = ("product_id", "title", "image")
 OPTIONAL = ("category", "catalog_id", "brand", "price", "description", "adult", "flagged")
@@ -196,19 +197,11 @@ def _as_strings(column: pa.Array, name: str, first_row: int, path: Path) -> pa.A
         return column.cast(pa.string())
     except pa.ArrowInvalid:  # binary that is not UTF-8 text
         values = column.to_pylist()
-        bad = next(k for k, v in enumerate(values) if v is not None and not _is_utf8(v))
+        bad = next(k for k, v in enumerate(values) if not is_utf8(v))
         raise EclipError(f"{path}: column {name!r}, row {first_row + bad} is not UTF-8 text; map a text column "
                          f"there or re-encode it") from None
     except pa.ArrowNotImplementedError:  # types Arrow has no text form for (durations, extension types)
         return pa.array([_text(v) for v in column.to_pylist()], pa.string())
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _jsonl_batches(path: Path, batch_rows: int) -> tuple[list[str], RawReader]:

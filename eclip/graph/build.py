@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eclip.errors import EclipError
-from eclip.files import read_parquet
+from eclip.files import is_utf8, read_parquet
 
 CATEGORY_SEPARATOR = ">"
 # Words that end a title's brand prefix: the Myntra-style "Brand [Line] Men ..." titles name the audience next.
@@ -274,16 +274,6 @@ def _read_csv(path: Path) -> pa.Table:
         raise EclipError(f"{path}: cannot read the CSV ({error})") from None
     for column in table.schema:
         if pa.types.is_binary(column.type):  # what Arrow makes of a text column with bytes that are not UTF-8
-            row = next(i for i, value in enumerate(table[column.name].to_pylist()) if not _is_utf8(value))
+            row = next(i for i, value in enumerate(table[column.name].to_pylist()) if not is_utf8(value))
             raise EclipError(f"{path}: products row {row + 1}: {column.name} is not UTF-8; save the file as UTF-8")
     return table
-
-
-def _is_utf8(value: bytes | None) -> bool:
-    if value is None:
-        return True
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
