@@ -3,6 +3,7 @@
     flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part beauty   # ~35 min: 20 + 10 min training + eval
     flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part cold     # ~3 min
     flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part cold --cold-model runs/demo/model   # ~5 min
+    flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part scale    # ~5 min
 
 beauty: BERT4Rec and SASRec (the same model with a causal mask) trained on Amazon Beauty with
 configs/rec-beauty.toml (20 minutes of training each), scored with the most-popular baseline
@@ -11,6 +12,8 @@ cold: synthetic shopping sequences over the real fashion-dev catalogue with 10% 
 BERT4Rec with content item features (TF-IDF + SVD of titles and labels, a stand-in for e-CLIP embeddings) against
 the ID-only BERT4Rec, on cold and warm test targets; with --cold-model RUN_DIR also BERT4Rec with that trained
 e-CLIP model's fused image + title embeddings of the catalogue's products.
+scale: training steps and evaluation on synthetic catalogues of 12k to 3M items, the full softmax against the
+sampled one (train.softmax_negatives), each in a process of its own: seconds per step and peak memory.
 
 Runs go to runs/rec/ (an interrupted run resumes); JSON and markdown to bench/results/.
 """
@@ -21,10 +24,14 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +41,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from eclip.rec.features import write_item_features  # noqa: E402
 from eclip.rec.report import evaluate_runs, markdown_table  # noqa: E402
 from eclip.rec.synthetic import label_text_features, read_catalog, synthetic_sequences, write_sequences  # noqa: E402
-from eclip.rec.train import RecConfig, train  # noqa: E402
+from eclip.rec.data import EvalCases, next_item_batch  # noqa: E402
+from eclip.rec.evaluate import evaluate  # noqa: E402
+from eclip.rec.model import ModelConfig, SequenceRecommender  # noqa: E402
+from eclip.rec.train import RecConfig, softmax_sample, train  # noqa: E402
 
 BEAUTY = REPO.parent / "shared" / "data" / "amazon-beauty" / "sequences.txt"
 FASHION = REPO.parent / "shared" / "data" / "fashion-dev" / "catalog.csv"
@@ -98,9 +108,71 @@ def cold(runs: Path, users: int, epochs: int, model_dir: Path | None) -> dict:
     return {"users": users, "report": report, "training": trained, "table": "\n".join(lines)}
 
 
+SCALE_ITEMS = (12_101, 100_000, 300_000, 1_000_000, 3_000_000)
+FULL_SOFTMAX_MAX_ITEMS = 300_000  # (rows x items) float32 logits, several copies: about 16 GB at 1M items
+SCALE_NEGATIVES = 1024
+
+
+def scale_case(n_items: int, negatives: int, steps: int = 20, eval_users: int = 2000) -> dict:
+    """One process: a SASRec-style model (dim 64, batch 128, lengths like Beauty's) over `n_items` Zipf-popular
+    items; mean seconds of a training step (after 3 warm-up steps), of evaluating one user, and the peak RSS."""
+    rng = np.random.default_rng(0)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    cumulative = np.cumsum(popularity / popularity.sum())
+
+    def sequences(n):
+        lengths = np.clip(rng.geometric(1 / 9, n), 3, 50)
+        return [1 + np.minimum(np.searchsorted(cumulative, rng.random(k)), n_items - 1) for k in lengths]
+
+    model = SequenceRecommender(ModelConfig(causal=True, embedding_norm=True), n_items,
+                                np.ones(n_items + 1, dtype=bool))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    model.train()
+    times = []
+    for _ in range(steps + 3):
+        batch = next_item_batch(sequences(128), 50)
+        started = time.perf_counter()
+        loss = model.loss(batch, softmax_sample(model, negatives))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - started)
+    model.eval()
+    histories = sequences(eval_users)
+    started = time.perf_counter()
+    evaluate(model.score, EvalCases(np.arange(eval_users), [h[:-1] for h in histories],
+                                    np.array([h[-1] for h in histories])))
+    return {"items": n_items, "softmax": f"sampled {negatives}" if negatives else "full",
+            "step_s": float(np.mean(times[3:])), "eval_ms_per_user": (time.perf_counter() - started) / eval_users * 1e3,
+            "model_gb": rss_model, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def scale(threads: int) -> dict:
+    cases = []
+    for n_items in SCALE_ITEMS:
+        for negatives in (0, SCALE_NEGATIVES):
+            if negatives == 0 and n_items > FULL_SOFTMAX_MAX_ITEMS:
+                continue
+            out = subprocess.run([sys.executable, __file__, "--scale-case", str(n_items), str(negatives),
+                                  "--threads", str(threads)], capture_output=True, text=True, check=True)
+            cases.append(json.loads(out.stdout.splitlines()[-1]))
+            print(cases[-1], flush=True)
+    full = {c["items"]: c for c in cases if c["softmax"] == "full"}
+    lines = ["| items | softmax | s / step | vs full | eval ms / user | model GB | peak GB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in cases:
+        ratio = f"{full[c['items']]['step_s'] / c['step_s']:.1f}x faster" if c["items"] in full and \
+            c["softmax"] != "full" else "-"
+        lines.append(f"| {c['items']:,} | {c['softmax']} | {c['step_s']:.3f} | {ratio} | {c['eval_ms_per_user']:.2f} | "
+                     f"{c['model_gb']:.2f} | {c['peak_gb']:.2f} |")
+    return {"cases": cases, "table": "\n".join(lines)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("beauty", "cold", "all"), default="all")
+    parser.add_argument("--part", choices=("beauty", "cold", "scale", "all"), default="all")
+    parser.add_argument("--scale-case", nargs=2, type=int, metavar=("ITEMS", "NEGATIVES"), help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "rec")
     parser.add_argument("--cold-users", type=int, default=5000)
     parser.add_argument("--cold-epochs", type=int, default=12)
@@ -110,13 +182,16 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="delete the part's runs first instead of resuming them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.scale_case:
+        print(json.dumps(scale_case(*args.scale_case)))
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__}
-    for part in ("beauty", "cold") if args.part == "all" else (args.part,):
+    for part in ("beauty", "cold", "scale") if args.part == "all" else (args.part,):
         if args.fresh:
-            for name in (("beauty-bert4rec", "beauty-sasrec") if part == "beauty" else ("cold",)):
+            for name in {"beauty": ("beauty-bert4rec", "beauty-sasrec"), "cold": ("cold",), "scale": ()}[part]:
                 shutil.rmtree(args.runs / name, ignore_errors=True)
-        result = (beauty(args.runs) if part == "beauty"
+        result = (beauty(args.runs) if part == "beauty" else scale(args.threads) if part == "scale"
                   else cold(args.runs, args.cold_users, args.cold_epochs, args.cold_model))
         result["machine"] = machine
         (RESULTS / f"rec-{part}.json").write_text(json.dumps(result, indent=2))

@@ -15,6 +15,9 @@ import torch
 from eclip.errors import EclipError
 from eclip.rec.data import EvalCases
 
+# Scores held at once (128 MB of float32): the users per batch shrink as the catalogue grows.
+SCORE_CELLS = 2**25
+
 Scorer = Callable[[list[np.ndarray]], torch.Tensor]  # histories -> (B, n_items) scores, column j = item j + 1
 
 
@@ -81,13 +84,16 @@ def evaluate(scorer: Scorer, cases: EvalCases, negatives: np.ndarray | None = No
     full, sampled = [], []
     # Batches of similar history length pad little; the metrics are means, so the order does not matter.
     order = np.argsort([len(h) for h in cases.histories], kind="stable")
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    start, size = 0, min(batch_size, 16)  # the first batch tells the number of items
+    while start < len(order):
+        rows = order[start:start + size]
+        start += size
         histories, targets = [cases.histories[r] for r in rows], cases.targets[rows]
-        scores = scorer(histories).float().cpu()
+        scores = scorer(histories).float().cpu()  # (B, n_items)
         full.append(full_ranks(scores, histories, targets))
         if negatives is not None:
             sampled.append(sampled_ranks(scores, targets, negatives[rows]))
+        size = max(1, min(batch_size, SCORE_CELLS // scores.shape[1]))
     out = {"full": rank_metrics(np.concatenate(full))}
     if negatives is not None:
         out["sampled"] = rank_metrics(np.concatenate(sampled))

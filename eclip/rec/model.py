@@ -114,13 +114,17 @@ class SequenceRecommender(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def item_table(self, id_keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n_items + 2, D) item vectors and (n_items + 2,) output biases; `id_keep` (n_items + 2,) gates the ID part."""
-        vectors = self.item_embedding.weight * id_keep[:, None]
-        bias = self.output_bias * id_keep
+    def item_table(self, id_keep: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, D) item vectors and (R,) output biases of the items `rows` (default: all n_items + 2); `id_keep`
+        (n_items + 2,) gates the ID part."""
+        every = rows is None
+        keep = id_keep if every else id_keep[rows]
+        vectors = (self.item_embedding.weight if every else self.item_embedding(rows)) * keep[:, None]
+        bias = (self.output_bias if every else self.output_bias[rows]) * keep
         if self.content is not None:
-            vectors = vectors + self.content_projection(self.content)
-            bias = bias + self.content_bias(self.content).squeeze(1)
+            content = self.content if every else self.content[rows]
+            vectors = vectors + self.content_projection(content)
+            bias = bias + self.content_bias(content).squeeze(1)
         return vectors, bias
 
     def attention_mask(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -147,18 +151,35 @@ class SequenceRecommender(nn.Module):
         """(M, D) -> (M, n_items) scores of items 1..n_items (column j is item j + 1)."""
         return self.head(hidden) @ vectors[1:self.n_items + 1].T + bias[1:self.n_items + 1]
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        """Softmax cross-entropy over the items seen in training, at every labelled position (labels are
-        always items seen in training)."""
+    def loss(self, batch: Batch, negatives: torch.Tensor | None = None) -> torch.Tensor:
+        """Softmax cross-entropy at every labelled position (labels are always items seen in training): over
+        every item seen in training, or with `negatives` ((N,) items seen in training, shared by the batch) a
+        sampled softmax over the target and those N, whose logits do not grow with the catalogue.
+        A negative equal to a position's target is left out of that position's softmax."""
         id_keep = self.id_usable
         if self.training and self.content is not None and self.config.id_dropout > 0:
             id_keep = id_keep * (torch.rand_like(id_keep) >= self.config.id_dropout)
             id_keep[-1] = 1.0  # never drop the [mask] token
-        vectors, bias = self.item_table(id_keep)
-        hidden = self.encode(batch.tokens, vectors)
         at = batch.labels != PAD
-        logits = self.head(hidden[at]) @ vectors[self.trained_items].T + bias[self.trained_items]  # (M, n_trained)
-        return F.cross_entropy(logits, self.trained_column[batch.labels[at]])
+        if negatives is None:
+            vectors, bias = self.item_table(id_keep)
+            hidden = self.encode(batch.tokens, vectors)
+            logits = self.head(hidden[at]) @ vectors[self.trained_items].T + bias[self.trained_items]  # (M, n_trained)
+            return F.cross_entropy(logits, self.trained_column[batch.labels[at]])
+        # Only the rows this batch touches: PAD (so it stays index 0), its inputs, its targets and the negatives.
+        rows, local = torch.unique(torch.cat([torch.zeros(1, dtype=torch.long, device=negatives.device),
+                                              batch.tokens.flatten(), batch.labels[at], negatives]),
+                                   return_inverse=True)
+        vectors, bias = self.item_table(id_keep, rows)  # (R, D), (R,)
+        tokens_at = local[1:1 + batch.tokens.numel()].view(batch.tokens.shape)
+        targets = local[1 + batch.tokens.numel():-len(negatives)]  # (M,)
+        sampled = local[-len(negatives):]  # (N,)
+        hidden = self.head(self.encode(tokens_at, vectors)[at])  # (M, D)
+        positive = (hidden * vectors[targets]).sum(1) + bias[targets]  # (M,)
+        negative = hidden @ vectors[sampled].T + bias[sampled]  # (M, N)
+        negative = negative.masked_fill(sampled[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([positive[:, None], negative], 1)  # (M, 1 + N), the target in column 0
+        return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
 
     @torch.no_grad()
     def score(self, histories: list[np.ndarray]) -> torch.Tensor:

@@ -43,6 +43,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     mask_prob: float = 0.6           # Cloze: share of items masked (BERT4Rec uses 0.6 on sparse Beauty)
     last_item_fraction: float = 0.1  # Cloze: share of sequences that mask only their last item
+    softmax_negatives: int = 0       # 0: softmax over every trained item; N: over the target and N items drawn
+                                     # uniformly per batch (for catalogues too large for the full softmax)
     patience: int = 10               # stop after this many epochs without a better validation NDCG@10
     time_limit_minutes: float = 0.0  # stop before an epoch as long as the last one would end past this; 0 = none
     cold_fraction: float = 0.0       # share of items hidden from training (cold-start split)
@@ -55,7 +57,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        for name in ("warmup_epochs", "weight_decay", "time_limit_minutes", "val_cases", "seed"):
+        for name in ("warmup_epochs", "weight_decay", "time_limit_minutes", "val_cases", "seed", "softmax_negatives"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("mask_prob", "last_item_fraction"):
@@ -251,7 +253,8 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
                 batch = (next_item_batch(seqs, config.model.max_len) if causal else
                          cloze_batch(seqs, config.model.max_len, data.vocab.mask_token, cfg.mask_prob,
                                      cfg.last_item_fraction, rng))
-                loss = model.loss(Batch(batch.tokens.to(device), batch.labels.to(device)))
+                loss = model.loss(Batch(batch.tokens.to(device), batch.labels.to(device)),
+                                  softmax_sample(model, cfg.softmax_negatives))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -276,6 +279,15 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
                                     "cpu_seconds": round(state["cpu_seconds"], 2)}) + "\n")
             advance(0, val_ndcg10=f"{val['NDCG@10']:.4f}")
     return {**{k: state[k] for k in ("epoch", "best_epoch", "best_val", "seconds", "cpu_seconds")}, "notes": notes}
+
+
+def softmax_sample(model: SequenceRecommender, n: int) -> torch.Tensor | None:
+    """(n,) distinct items seen in training, uniformly (torch's generator, seeded per epoch); None (the full
+    softmax) when n is 0 or covers them all."""
+    trained = model.trained_items
+    if n == 0 or n >= len(trained):
+        return None
+    return trained[torch.randperm(len(trained), device=trained.device)[:n]]
 
 
 def learning_rate(cfg: TrainConfig, epoch: float) -> float:

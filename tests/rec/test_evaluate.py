@@ -55,3 +55,20 @@ def test_evaluate_with_popularity_matches_hand_ranks():
     assert result["full"] == rank_metrics(np.array([1, 3, 1]))
     # sampled: target 4 vs {1, 3} -> 1; target 3 vs {2, 4} -> 3; target 2 vs {1, 3} -> 1
     assert result["sampled"] == rank_metrics(np.array([1, 3, 1]))
+
+
+def test_evaluate_holds_fewer_users_at_once_for_larger_catalogues(monkeypatch):
+    counts = np.arange(41)  # 40 items
+    rng = np.random.default_rng(0)
+    cases = EvalCases(np.arange(50), [rng.integers(1, 41, 3) for _ in range(50)], rng.integers(1, 41, 50))
+    whole = evaluate(Popularity(counts), cases)
+    seen = []
+    popularity = Popularity(counts)
+    monkeypatch.setattr("eclip.rec.evaluate.SCORE_CELLS", 200)  # 5 users of 40 items at once
+
+    def scorer(histories):
+        seen.append(len(histories))
+        return popularity(histories)
+
+    assert evaluate(scorer, cases) == whole
+    assert seen[0] == 16 and max(seen[1:]) == 5 and sum(seen) == 50

@@ -97,3 +97,40 @@ def test_untrained_items_need_content_to_be_scored():
     with torch.no_grad():
         with_content.item_embedding.weight[2] += 5.0
     assert with_content.score([np.array([1, 3])])[0, 1].item() == pytest.approx(before)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("with_content", [False, True])
+def test_sampled_softmax_over_every_trained_item_is_the_full_softmax(causal, with_content):
+    """With every trained item as a negative the sampled loss is the full one, gradients included: the batch's
+    rows of the item table (inputs, targets, negatives) stand in for the whole table exactly."""
+    trained = np.ones(N_ITEMS + 1, dtype=bool)
+    trained[[5, 9]] = False
+    content = np.random.default_rng(1).normal(size=(N_ITEMS + 1, 6)).astype(np.float32) if with_content else None
+    batch = Batch(torch.tensor([[0, 2, 13, 4], [1, 13, 11, 6]]), torch.tensor([[0, 0, 3, 0], [0, 7, 8, 0]]))
+    grads = []
+    for negatives in (None, torch.tensor([i for i in range(1, N_ITEMS + 1) if trained[i]][::-1])):
+        model = make_model(causal=causal, trained=trained.copy(), content=content)
+        loss = model.loss(batch, negatives)
+        loss.backward()
+        grads.append((loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}))
+    (full, full_grads), (sampled, sampled_grads) = grads
+    assert torch.allclose(full, sampled, atol=1e-6)
+    assert full_grads.keys() == sampled_grads.keys()
+    for name in full_grads:
+        assert torch.allclose(full_grads[name], sampled_grads[name], atol=1e-6), name
+
+
+def test_sampled_softmax_by_hand_leaves_a_negative_equal_to_the_target_out():
+    model = make_model()
+    batch = Batch(torch.tensor([[0, 2, 13, 4], [1, 13, 11, 6]]), torch.tensor([[0, 0, 3, 0], [0, 7, 8, 0]]))
+    negatives = torch.tensor([8, 1, 12])  # 8 is the second row's second target
+    loss = model.loss(batch, negatives)
+    vectors, bias = model.item_table(model.id_usable)
+    h = model.head(model.encode(batch.tokens, vectors)[batch.labels > 0])  # (3, D): targets 3, 7, 8
+    score = lambda rows, items: (h[rows] * vectors[items]).sum(-1) + bias[items]  # noqa: E731
+    expected = []
+    for row, target in enumerate((3, 7, 8)):
+        candidates = [target] + [n for n in negatives.tolist() if n != target]
+        expected.append(-F.log_softmax(score([row] * len(candidates), torch.tensor(candidates)), 0)[0])
+    assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-6)

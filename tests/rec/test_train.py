@@ -27,9 +27,11 @@ def cyclic(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("causal", ["false", "true"])
-def test_learns_the_cycle(tmp_path, cyclic, causal):
-    config = RecConfig().override(SMALL + ["train.epochs=8", "train.lr=0.01", f"model.causal={causal}"])
+@pytest.mark.parametrize("causal, negatives", [("false", 0), ("true", 0), ("true", 8)])
+def test_learns_the_cycle(tmp_path, cyclic, causal, negatives):
+    """Also with a sampled softmax: 8 of the 30 items as negatives per batch."""
+    config = RecConfig().override(SMALL + ["train.epochs=8", "train.lr=0.01", f"model.causal={causal}",
+                                           f"train.softmax_negatives={negatives}"])
     summary = train(tmp_path / "run", cyclic, config)
     run = load_run(tmp_path / "run")
     model = evaluate(run.model.score, run.data.split.test)["full"]
@@ -97,6 +99,7 @@ def test_config_from_toml_and_overrides(tmp_path):
     ("train.seed=-1", "seed must be 0 or more, got -1"),
     ("train.mask_prob=2", "mask_prob must be between 0 and 1, got 2.0"),
     ("train.cold_fraction=1", "cold_fraction must be at least 0 and below 1, got 1.0"),
+    ("train.softmax_negatives=-5", "softmax_negatives must be 0 or more, got -5"),
 ])
 def test_out_of_range_config_values_are_refused(assignment, message):
     with pytest.raises(EclipError, match=message):
