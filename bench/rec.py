@@ -42,9 +42,9 @@ from eclip.rec.features import write_item_features  # noqa: E402
 from eclip.rec.report import evaluate_runs, markdown_table  # noqa: E402
 from eclip.rec.synthetic import label_text_features, read_catalog, synthetic_sequences, write_sequences  # noqa: E402
 from eclip.rec.data import EvalCases, next_item_batch  # noqa: E402
-from eclip.rec.evaluate import evaluate  # noqa: E402
+from eclip.rec.evaluate import evaluate, fix_mmap_threshold  # noqa: E402
 from eclip.rec.model import ModelConfig, SequenceRecommender  # noqa: E402
-from eclip.rec.train import RecConfig, softmax_sample, train  # noqa: E402
+from eclip.rec.train import RecConfig, TrainConfig, make_optimizers, softmax_sample, train  # noqa: E402
 
 BEAUTY = REPO.parent / "shared" / "data" / "amazon-beauty" / "sequences.txt"
 FASHION = REPO.parent / "shared" / "data" / "fashion-dev" / "catalog.csv"
@@ -116,6 +116,7 @@ SCALE_NEGATIVES = 1024
 def scale_case(n_items: int, negatives: int, steps: int = 20, eval_users: int = 2000) -> dict:
     """One process: a SASRec-style model (dim 64, batch 128, lengths like Beauty's) over `n_items` Zipf-popular
     items; mean seconds of a training step (after 3 warm-up steps), of evaluating one user, and the peak RSS."""
+    fix_mmap_threshold(n_items)  # as train() does
     rng = np.random.default_rng(0)
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
     cumulative = np.cumsum(popularity / popularity.sum())
@@ -125,8 +126,8 @@ def scale_case(n_items: int, negatives: int, steps: int = 20, eval_users: int = 
         return [1 + np.minimum(np.searchsorted(cumulative, rng.random(k)), n_items - 1) for k in lengths]
 
     model = SequenceRecommender(ModelConfig(causal=True, embedding_norm=True), n_items,
-                                np.ones(n_items + 1, dtype=bool))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+                                np.ones(n_items + 1, dtype=bool), sparse_items=negatives > 0)
+    optimizers = make_optimizers(model, TrainConfig())
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     model.train()
     times = []
@@ -134,9 +135,11 @@ def scale_case(n_items: int, negatives: int, steps: int = 20, eval_users: int = 
         batch = next_item_batch(sequences(128), 50)
         started = time.perf_counter()
         loss = model.loss(batch, softmax_sample(model, negatives))
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        for optimizer in optimizers:
+            optimizer.step()
         times.append(time.perf_counter() - started)
     model.eval()
     histories = sequences(eval_users)

@@ -7,6 +7,9 @@ interacted with (the BERT4Rec paper's protocol). Ties count against the target (
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from typing import Callable
 
 import numpy as np
@@ -17,6 +20,30 @@ from eclip.rec.data import EvalCases
 
 # Scores held at once (128 MB of float32): the users per batch shrink as the catalogue grows.
 SCORE_CELLS = 2**25
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+LARGE_CATALOGUE = 100_000  # items
+
+
+def fix_mmap_threshold(n_items: int) -> bool:
+    """For catalogues of LARGE_CATALOGUE items or more, have glibc map every allocation of 1 MB or more on its own
+    and unmap it when freed; True if that is now so.
+
+    Ranking over a large catalogue allocates and frees (items,)-sized buffers of a few MB for every batch (as does
+    drawing the sampled softmax's negatives at every step). glibc's adaptive threshold soon puts such buffers on
+    its heap, which then fragments and never shrinks: at 3M items `eclip rec eval` grew by 31 MB a batch, 9.4 GB
+    after 2,000 users, against a flat 3.1 GB with the threshold fixed. Small catalogues keep the adaptive one,
+    which ranked Amazon Beauty's 12,101 items 15 % faster. Other C libraries lack `mallopt`."""
+    return n_items >= LARGE_CATALOGUE and _fix_mmap_threshold()
+
+
+@functools.cache
+def _fix_mmap_threshold() -> bool:
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c")).mallopt(M_MMAP_THRESHOLD, 1 << 20))
+    except (OSError, AttributeError, TypeError):
+        return False
+
 
 Scorer = Callable[[list[np.ndarray]], torch.Tensor]  # histories -> (B, n_items) scores, column j = item j + 1
 
@@ -94,6 +121,7 @@ def evaluate(scorer: Scorer, cases: EvalCases, negatives: np.ndarray | None = No
         if negatives is not None:
             sampled.append(sampled_ranks(scores, targets, negatives[rows]))
         size = max(1, min(batch_size, SCORE_CELLS // scores.shape[1]))
+        fix_mmap_threshold(scores.shape[1])
     out = {"full": rank_metrics(np.concatenate(full))}
     if negatives is not None:
         out["sampled"] = rank_metrics(np.concatenate(sampled))

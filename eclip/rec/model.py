@@ -69,13 +69,17 @@ class Block(nn.Module):
 
 
 class SequenceRecommender(nn.Module):
-    def __init__(self, config: ModelConfig, n_items: int, trained: np.ndarray, content: np.ndarray | None = None):
+    def __init__(self, config: ModelConfig, n_items: int, trained: np.ndarray, content: np.ndarray | None = None,
+                 sparse_items: bool = False):
         """`trained`: (n_items + 1,) bool, items seen in training (index 0 unused); `content`: (n_items + 1, C)
-        float32 content embeddings (zero rows for items without content) or None for an ID-only model."""
+        float32 content embeddings (zero rows for items without content) or None for an ID-only model;
+        `sparse_items`: the sampled softmax's item-table gradients are sparse (only the batch's rows), for an
+        optimizer that updates only those rows."""
         super().__init__()
         self.config = config
         self.n_items = n_items
-        self.item_embedding = nn.Embedding(n_items + 2, config.dim, padding_idx=PAD)  # pad, items, [mask]
+        self.item_embedding = nn.Embedding(n_items + 2, config.dim, padding_idx=PAD,  # pad, items, [mask]
+                                           sparse=sparse_items)
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.embedding_norm = nn.LayerNorm(config.dim) if config.embedding_norm else nn.Identity()

@@ -29,7 +29,7 @@ from eclip.files import output_folder
 from eclip.progress import progress_bar
 from eclip.rec.data import (Batch, Sequences, Split, Vocabulary, cloze_batch, cold_item_mask, item_counts,
                             length_batches, load_sequences, next_item_batch, split_sequences)
-from eclip.rec.evaluate import evaluate
+from eclip.rec.evaluate import evaluate, fix_mmap_threshold
 from eclip.rec.features import align_features, load_item_features
 from eclip.rec.model import ModelConfig, SequenceRecommender
 
@@ -163,7 +163,9 @@ def load_run_data(sequences_path: Path, config: RecConfig, item_features: Path |
 
 def build_model(config: RecConfig, data: RunData) -> SequenceRecommender:
     torch.manual_seed(config.train.seed)
-    return SequenceRecommender(config.model, data.vocab.n_items, data.counts > 0, data.content)
+    trained = data.counts > 0
+    return SequenceRecommender(config.model, data.vocab.n_items, trained, data.content,
+                               sparse_items=bool(0 < config.train.softmax_negatives < trained.sum()))
 
 
 def _check_device(name: str) -> torch.device:
@@ -210,13 +212,15 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
         notes.append(f"only {data.content_share:.0%} of the sequence items have a product_id in {item_features}; "
                      "the others are learned from their ids alone")
     model = build_model(config, data).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    optimizers = make_optimizers(model, config.train)
+    fix_mmap_threshold(data.vocab.n_items)
     state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0, "cpu_seconds": 0.0,
              "epoch_seconds": 0.0}
     if resume:
         model.load_state_dict(load_file(run_dir / "last.safetensors", device=str(device)))
         saved = torch.load(state_path, weights_only=True)
-        optimizer.load_state_dict(saved.pop("optimizer"))
+        for optimizer, key in zip(optimizers, OPTIMIZER_KEYS):
+            optimizer.load_state_dict(saved.pop(key))
         state.update(saved)
     else:
         output_folder(run_dir)
@@ -247,17 +251,20 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
             model.train()
             losses = []
             for step, batch_rows in enumerate(length_batches(lengths, cfg.batch_size, rng), epoch * steps):
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(cfg, step / steps)
+                for optimizer in optimizers:
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(cfg, step / steps)
                 seqs = [rows[i] for i in batch_rows]
                 batch = (next_item_batch(seqs, config.model.max_len) if causal else
                          cloze_batch(seqs, config.model.max_len, data.vocab.mask_token, cfg.mask_prob,
                                      cfg.last_item_fraction, rng))
                 loss = model.loss(Batch(batch.tokens.to(device), batch.labels.to(device)),
                                   softmax_sample(model, cfg.softmax_negatives))
-                optimizer.zero_grad(set_to_none=True)
+                for optimizer in optimizers:
+                    optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                for optimizer in optimizers:
+                    optimizer.step()
                 losses.append(loss.item())
                 advance(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
             model.eval()
@@ -272,13 +279,28 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
             else:
                 state["bad_epochs"] += 1
             _save_atomic(lambda p: save_file(model.state_dict(), p), run_dir / "last.safetensors")
-            _save_atomic(lambda p: torch.save({**state, "optimizer": optimizer.state_dict()}, p), state_path)
+            _save_atomic(lambda p: torch.save({**state, **{key: optimizer.state_dict() for optimizer, key
+                                                           in zip(optimizers, OPTIMIZER_KEYS)}}, p), state_path)
             with open(run_dir / "history.jsonl", "a") as f:
                 f.write(json.dumps({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": val,
                                     "seconds": round(state["seconds"], 2),
                                     "cpu_seconds": round(state["cpu_seconds"], 2)}) + "\n")
             advance(0, val_ndcg10=f"{val['NDCG@10']:.4f}")
     return {**{k: state[k] for k in ("epoch", "best_epoch", "best_val", "seconds", "cpu_seconds")}, "notes": notes}
+
+
+OPTIMIZER_KEYS = ("optimizer", "sparse_optimizer")  # their states in last_state.pt
+
+
+def make_optimizers(model: SequenceRecommender, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """AdamW; with a sampled softmax the item table goes to a SparseAdam instead, which updates only the rows a
+    batch touched, so a step's cost does not grow with the catalogue (the table then gets no weight decay)."""
+    if not model.item_embedding.sparse:
+        return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    table = model.item_embedding.weight
+    rest = [p for p in model.parameters() if p is not table]
+    return [torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay),
+            torch.optim.SparseAdam([table], lr=cfg.lr)]
 
 
 def softmax_sample(model: SequenceRecommender, n: int) -> torch.Tensor | None:

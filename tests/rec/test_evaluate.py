@@ -6,7 +6,8 @@ import torch
 
 from eclip.errors import EclipError
 from eclip.rec.data import EvalCases
-from eclip.rec.evaluate import Popularity, evaluate, full_ranks, rank_metrics, sample_negatives, sampled_ranks
+from eclip.rec.evaluate import (Popularity, evaluate, fix_mmap_threshold, full_ranks, rank_metrics,
+                                 sample_negatives, sampled_ranks)
 
 
 def test_rank_metrics_by_hand():
@@ -72,3 +73,13 @@ def test_evaluate_holds_fewer_users_at_once_for_larger_catalogues(monkeypatch):
 
     assert evaluate(scorer, cases) == whole
     assert seen[0] == 16 and max(seen[1:]) == 5 and sum(seen) == 50
+
+
+def test_the_mmap_threshold_is_fixed_for_large_catalogues_only():
+    import ctypes.util
+    import platform
+
+    assert fix_mmap_threshold(12_101) is False
+    # glibc (Linux) has mallopt; other C libraries do not, and nothing changes there.
+    glibc = platform.system() == "Linux" and "musl" not in (ctypes.util.find_library("c") or "")
+    assert fix_mmap_threshold(3_000_000) is glibc

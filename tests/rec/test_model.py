@@ -9,12 +9,12 @@ from eclip.rec.model import ModelConfig, SequenceRecommender
 N_ITEMS = 12
 
 
-def make_model(causal=False, trained=None, content=None, **overrides):
+def make_model(causal=False, trained=None, content=None, sparse_items=False, **overrides):
     torch.manual_seed(0)
     trained = np.ones(N_ITEMS + 1, dtype=bool) if trained is None else trained
     trained[0] = False
     config = ModelConfig(dim=16, layers=2, heads=2, max_len=8, causal=causal, **overrides)
-    return SequenceRecommender(config, N_ITEMS, trained, content).eval()
+    return SequenceRecommender(config, N_ITEMS, trained, content, sparse_items).eval()
 
 
 def test_attention_masks_exclude_padding_and_the_future():
@@ -104,16 +104,19 @@ def test_untrained_items_need_content_to_be_scored():
 def test_sampled_softmax_over_every_trained_item_is_the_full_softmax(causal, with_content):
     """With every trained item as a negative the sampled loss is the full one, gradients included: the batch's
     rows of the item table (inputs, targets, negatives) stand in for the whole table exactly."""
+    assert make_model(sparse_items=True).item_embedding.sparse
     trained = np.ones(N_ITEMS + 1, dtype=bool)
     trained[[5, 9]] = False
     content = np.random.default_rng(1).normal(size=(N_ITEMS + 1, 6)).astype(np.float32) if with_content else None
     batch = Batch(torch.tensor([[0, 2, 13, 4], [1, 13, 11, 6]]), torch.tensor([[0, 0, 3, 0], [0, 7, 8, 0]]))
     grads = []
     for negatives in (None, torch.tensor([i for i in range(1, N_ITEMS + 1) if trained[i]][::-1])):
-        model = make_model(causal=causal, trained=trained.copy(), content=content)
+        # The sampled softmax trains with a sparse item table: its gradient holds only the batch's rows.
+        model = make_model(causal=causal, trained=trained.copy(), content=content, sparse_items=negatives is not None)
         loss = model.loss(batch, negatives)
         loss.backward()
-        grads.append((loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}))
+        grads.append((loss.detach(), {name: p.grad.to_dense() for name, p in model.named_parameters()
+                                       if p.grad is not None}))
     (full, full_grads), (sampled, sampled_grads) = grads
     assert torch.allclose(full, sampled, atol=1e-6)
     assert full_grads.keys() == sampled_grads.keys()

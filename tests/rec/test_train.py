@@ -2,12 +2,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from eclip.errors import EclipError
+from eclip.rec.data import next_item_batch
 from eclip.rec.evaluate import Popularity, evaluate
 from eclip.rec.report import recommend
-from eclip.rec.train import RecConfig, load_run, train
+from eclip.rec.train import (RecConfig, build_model, load_run, load_run_data, make_optimizers, softmax_sample,
+                             train)
 
 SMALL = ["model.dim=16", "model.max_len=10", "model.dropout=0.1", "model.attention_dropout=0.1",
          "train.batch_size=32", "train.lr=0.005", "train.val_cases=0"]
@@ -46,8 +49,10 @@ def test_learns_the_cycle(tmp_path, cyclic, causal, negatives):
 
 
 @pytest.mark.slow
-def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path, cyclic):
-    config = RecConfig().override(SMALL + ["train.epochs=3"])
+@pytest.mark.parametrize("negatives", [0, 8])
+def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path, cyclic, negatives):
+    """Also with the sampled softmax: its negatives and its second optimizer's state resume too."""
+    config = RecConfig().override(SMALL + ["train.epochs=3", f"train.softmax_negatives={negatives}"])
     train(tmp_path / "whole", cyclic, config)
     # A time limit below one epoch stops after the first epoch, as a kill would after its checkpoint.
     first = train(tmp_path / "cut", cyclic, config.override(["train.time_limit_minutes=1e-9"]))
@@ -59,6 +64,32 @@ def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path, cyclic):
     strip = lambda path: [{k: v for k, v in json.loads(line).items() if "seconds" not in k}  # noqa: E731
                           for line in path.read_text().splitlines()]
     assert strip(tmp_path / "whole" / "history.jsonl") == strip(tmp_path / "cut" / "history.jsonl")
+
+
+def test_sampled_softmax_updates_only_the_item_rows_each_batch_touches(cyclic):
+    """SparseAdam, not AdamW, for the item table: a row the second batch does not touch keeps its value, where
+    AdamW's momentum would still move every row the first batch touched."""
+    config = RecConfig().override(SMALL + ["model.causal=true", "train.softmax_negatives=4"])
+    data = load_run_data(cyclic, config)
+    model = build_model(config, data).train()
+    optimizers = make_optimizers(model, config.train)
+    assert [type(o).__name__ for o in optimizers] == ["AdamW", "SparseAdam"]
+    torch.manual_seed(0)
+    for rows in (data.split.train[:2], data.split.train[2:4]):
+        batch, negatives = next_item_batch(rows, 10), softmax_sample(model, 4)
+        before = model.item_embedding.weight.detach().clone()
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        model.loss(batch, negatives).backward()
+        assert model.item_embedding.weight.grad.is_sparse
+        for optimizer in optimizers:
+            optimizer.step()
+    touched = set(torch.cat([batch.tokens.flatten(), batch.labels.flatten(), negatives]).tolist()) - {0}
+    changed = set(torch.nonzero((model.item_embedding.weight != before).any(1)).flatten().tolist())
+    assert changed == touched
+    # As many negatives as trained items is the full softmax: one dense AdamW.
+    full = RecConfig().override(SMALL + ["train.softmax_negatives=1000"])
+    assert [type(o).__name__ for o in make_optimizers(build_model(full, data), full.train)] == ["AdamW"]
 
 
 def test_run_folder_guards(tmp_path, cyclic):
