@@ -294,7 +294,7 @@ OPTIMIZER_KEYS = ("optimizer", "sparse_optimizer")  # their states in last_state
 
 def make_optimizers(model: SequenceRecommender, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     """AdamW; with a sampled softmax the item table goes to a SparseAdam instead, which updates only the rows a
-    batch touched, so a step's cost does not grow with the catalogue (the table then gets no weight decay)."""
+    batch touched, so a step's cost barely grows with the catalogue (the table then gets no weight decay)."""
     if not model.item_embedding.sparse:
         return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)]
     table = model.item_embedding.weight
