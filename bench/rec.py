@@ -44,7 +44,8 @@ from eclip.rec.synthetic import label_text_features, read_catalog, synthetic_seq
 from eclip.rec.data import EvalCases, next_item_batch  # noqa: E402
 from eclip.rec.evaluate import evaluate, fix_mmap_threshold  # noqa: E402
 from eclip.rec.model import ModelConfig, SequenceRecommender  # noqa: E402
-from eclip.rec.train import RecConfig, TrainConfig, make_optimizers, softmax_sample, train  # noqa: E402
+from eclip.rec.train import (RecConfig, TrainConfig, make_optimizers, optimization_step, softmax_sample,  # noqa: E402
+                              train)
 
 BEAUTY = REPO.parent / "shared" / "data" / "amazon-beauty" / "sequences.txt"
 FASHION = REPO.parent / "shared" / "data" / "fashion-dev" / "catalog.csv"
@@ -134,12 +135,7 @@ def scale_case(n_items: int, negatives: int, steps: int = 20, eval_users: int = 
     for _ in range(steps + 3):
         batch = next_item_batch(sequences(128), 50)
         started = time.perf_counter()
-        loss = model.loss(batch, softmax_sample(model, negatives))
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for optimizer in optimizers:
-            optimizer.step()
+        optimization_step(optimizers, model.loss(batch, softmax_sample(model, negatives)))
         times.append(time.perf_counter() - started)
     model.eval()
     histories = sequences(eval_users)

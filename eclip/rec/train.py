@@ -165,7 +165,7 @@ def build_model(config: RecConfig, data: RunData) -> SequenceRecommender:
     torch.manual_seed(config.train.seed)
     trained = data.counts > 0
     return SequenceRecommender(config.model, data.vocab.n_items, trained, data.content,
-                               sparse_items=bool(0 < config.train.softmax_negatives < trained.sum()))
+                               sparse_items=samples_negatives(config.train.softmax_negatives, int(trained.sum())))
 
 
 def _check_device(name: str) -> torch.device:
@@ -260,11 +260,7 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
                                      cfg.last_item_fraction, rng))
                 loss = model.loss(Batch(batch.tokens.to(device), batch.labels.to(device)),
                                   softmax_sample(model, cfg.softmax_negatives))
-                for optimizer in optimizers:
-                    optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for optimizer in optimizers:
-                    optimizer.step()
+                optimization_step(optimizers, loss)
                 losses.append(loss.item())
                 advance(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
             model.eval()
@@ -303,11 +299,25 @@ def make_optimizers(model: SequenceRecommender, cfg: TrainConfig) -> list[torch.
             torch.optim.SparseAdam([table], lr=cfg.lr)]
 
 
+def optimization_step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+    """Clear the gradients, back-propagate `loss` and step every optimizer (the gradients stay until the next)."""
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for optimizer in optimizers:
+        optimizer.step()
+
+
+def samples_negatives(n: int, n_trained: int) -> bool:
+    """Whether `softmax_negatives` = n asks for a sampled softmax: 0 and n >= the trained items are the full one."""
+    return 0 < n < n_trained
+
+
 def softmax_sample(model: SequenceRecommender, n: int) -> torch.Tensor | None:
     """(n,) distinct items seen in training, uniformly (torch's generator, seeded per epoch); None (the full
     softmax) when n is 0 or covers them all."""
     trained = model.trained_items
-    if n == 0 or n >= len(trained):
+    if not samples_negatives(n, len(trained)):
         return None
     return trained[torch.randperm(len(trained), device=trained.device)[:n]]
 

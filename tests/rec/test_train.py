@@ -9,8 +9,8 @@ from eclip.errors import EclipError
 from eclip.rec.data import next_item_batch
 from eclip.rec.evaluate import Popularity, evaluate
 from eclip.rec.report import recommend
-from eclip.rec.train import (RecConfig, build_model, load_run, load_run_data, make_optimizers, softmax_sample,
-                             train)
+from eclip.rec.train import (RecConfig, build_model, load_run, load_run_data, make_optimizers, optimization_step,
+                             softmax_sample, train)
 
 SMALL = ["model.dim=16", "model.max_len=10", "model.dropout=0.1", "model.attention_dropout=0.1",
          "train.batch_size=32", "train.lr=0.005", "train.val_cases=0"]
@@ -78,12 +78,8 @@ def test_sampled_softmax_updates_only_the_item_rows_each_batch_touches(cyclic):
     for rows in (data.split.train[:2], data.split.train[2:4]):
         batch, negatives = next_item_batch(rows, 10), softmax_sample(model, 4)
         before = model.item_embedding.weight.detach().clone()
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        model.loss(batch, negatives).backward()
+        optimization_step(optimizers, model.loss(batch, negatives))
         assert model.item_embedding.weight.grad.is_sparse
-        for optimizer in optimizers:
-            optimizer.step()
     touched = set(torch.cat([batch.tokens.flatten(), batch.labels.flatten(), negatives]).tolist()) - {0}
     changed = set(torch.nonzero((model.item_embedding.weight != before).any(1)).flatten().tolist())
     assert changed == touched
