@@ -172,6 +172,9 @@ def _add_graph(sub) -> None:
     evaluate.add_argument("--embeddings", type=Path, metavar="EMB_DIR",
                           help="EMB_DIR with e-CLIP embeddings.parquet (image/text/fused): also scored alone and concatenated")
     evaluate.add_argument("--config", type=Path, help="TOML file with [train] and [eval] tables (e.g. configs/graph.toml)")
+    evaluate.add_argument("--ensemble", action="store_true",
+                          help="also score all the runs together as one model (the mean of their log-probabilities), "
+                               "e.g. a SASRec-style run and the BERT4Rec run started from it")
     evaluate.add_argument("--out", type=Path, metavar="DIR", help="also write eval.json and eval.md here")
     add_arguments(evaluate, GraphEvalConfig)
     p.set_defaults(handler=_run_graph)
@@ -350,8 +353,9 @@ def _add_rec(sub) -> None:
     p = sub.add_parser(
         "rec", help="BERT4Rec sequential recommendation, optionally with e-CLIP content item embeddings",
         description="Train BERT4Rec (bidirectional, Cloze) or its SASRec-style causal twin on interaction "
-                    "sequences (train), score runs and the most-popular baseline by leave-one-out HR/NDCG/MRR with "
-                    "full ranking and 100 sampled negatives (eval), and list a user's next items (recommend).")
+                    "sequences, from scratch or from another run's weights (train), score runs, their ensemble and "
+                    "the most-popular baseline by leave-one-out HR/NDCG/MRR with full ranking and 100 sampled "
+                    "negatives (eval), and list a user's next items (recommend).")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     train = actions.add_parser("train", help="train (or --resume) a run into RUN_DIR")
@@ -368,6 +372,9 @@ def _add_rec(sub) -> None:
                             "so items never seen in training can be recommended")
     train.add_argument("--item-feature-column", default="fused", help="embedding column to use (default fused)")
     train.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last finished epoch")
+    train.add_argument("--init", type=Path, metavar="INIT_RUN",
+                       help="start from the best weights of another run on the same items (same dim, layers, "
+                            "heads, max_len), e.g. BERT4Rec from a SASRec-style run (docs/recommendation.md)")
     train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
 
     evaluate = actions.add_parser("eval", help="leave-one-out metrics of runs and the most-popular baseline, one table")
@@ -376,10 +383,14 @@ def _add_rec(sub) -> None:
     evaluate.add_argument("--split", choices=("test", "val"), default="test", help="leave-one-out case (default test)")
     evaluate.add_argument("--negatives", type=int, default=100, help="sampled negatives per case, 0 to skip (default 100)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the negative sampling (default 0)")
+    evaluate.add_argument("--ensemble", action="store_true",
+                          help="also score all the runs together as one model (the mean of their log-probabilities), "
+                               "e.g. a SASRec-style run and the BERT4Rec run started from it")
     evaluate.add_argument("--out", type=Path, metavar="DIR", help="also write eval.json and eval.md here")
 
     recommend = actions.add_parser("recommend", help="top-k next items for a user of the sequences or a given history")
-    recommend.add_argument("run", type=Path, metavar="RUN_DIR")
+    recommend.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR",
+                           help="a run, or several on the same items: they then recommend as their ensemble")
     who = recommend.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user of the run's sequences: recommend after their whole history")
     who.add_argument("--items", nargs="+", metavar="ITEM",
@@ -404,7 +415,7 @@ def _run_rec(args) -> int:
             config = RecConfig.from_toml(args.config) if args.config else RecConfig()
         config = config.override(args.overrides)
         summary = train(args.out, args.sequences, config, args.item_features, args.item_feature_column,
-                        resume=args.resume, device=args.device)
+                        resume=args.resume, device=args.device, init=args.init)
         for note in summary["notes"]:
             print(f"note: {note}")
         print(f"epoch {summary['epoch']}: best validation NDCG@10 {summary['best_val']:.4f} at epoch "
@@ -418,7 +429,10 @@ def _run_rec(args) -> int:
             raise EclipError("--negatives and --seed must be 0 or more")
         if args.out:
             output_folder(args.out)  # before the evaluation, so a bad --out does not waste it
-        report = evaluate_runs(args.runs, args.sequences, args.split, args.negatives, args.seed)
+        if args.ensemble and len(args.runs) < 2:
+            raise EclipError("--ensemble needs at least two RUN_DIRs")
+        report = evaluate_runs(args.runs, args.sequences, args.split, args.negatives, args.seed,
+                               [tuple(range(len(args.runs)))] if args.ensemble else [])
         table = markdown_table(report)
         print(f"{report['cases']} {report['split']} cases, {report['items']} items, {report['cold_items']} cold items\n{table}")
         if args.out:
@@ -430,8 +444,8 @@ def _run_rec(args) -> int:
 
     if args.top < 1:
         raise EclipError("-k must be positive")
-    run = load_run(args.run, args.sequences, with_data=args.user is not None)
-    for rank, (item, score) in enumerate(recommend(run, args.items or user_history(run, args.user), args.top), 1):
+    runs = [load_run(run_dir, args.sequences, with_data=args.user is not None) for run_dir in args.runs]
+    for rank, (item, score) in enumerate(recommend(runs, args.items or user_history(runs[0], args.user), args.top), 1):
         print(f"{rank:>3}  {score:.3f}  {item}")
     return 0
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from eclip.errors import EclipError
-from eclip.rec.evaluate import Popularity, evaluate, sample_negatives
+from eclip.rec.evaluate import Popularity, Scorer, evaluate, sample_negatives
 from eclip.rec.train import TrainedRun, load_run
 
 METRICS = ("HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR")
@@ -27,9 +27,25 @@ def run_name(run: TrainedRun) -> str:
     return f"{model} [{run.run_dir.name}]"
 
 
+def ensemble(runs: list[TrainedRun]) -> Scorer:
+    """The runs scored as one model: the mean of their log-probabilities of the next item (an item one of them
+    cannot score stays -inf). One run's scorer is its own. The runs must share their items."""
+    for run in runs[1:]:
+        if run.vocab.ids != runs[0].vocab.ids:
+            raise EclipError(f"{run.run_dir}: trained on other items than {runs[0].run_dir}; an ensemble needs runs "
+                             "on the same sequences and item features")
+    if len(runs) == 1:
+        return runs[0].model.score
+
+    def score(histories: list[np.ndarray]) -> torch.Tensor:
+        return torch.stack([torch.log_softmax(run.model.score(histories), 1) for run in runs]).mean(0)
+    return score
+
+
 def evaluate_runs(run_dirs: list[Path], sequences_path: Path | None = None, split: str = "test",
-                  negatives: int = 100, seed: int = 0) -> dict:
+                  negatives: int = 100, seed: int = 0, ensembles: list[tuple[int, ...]] = ()) -> dict:
     """{"cases", "cold_items", "rows": [{"model", "subset", "protocol", metrics...}]}, the popularity baseline first.
+    `ensembles`: groups of indices into `run_dirs`, each also scored as one model (`ensemble`), after the runs.
 
     Subsets: "all" cases, and with a cold-start split also "cold" (the target was hidden from training) and
     "warm" (the rest). Protocols: "full" (ranked against every item), "sampled" (against `negatives`
@@ -65,6 +81,8 @@ def evaluate_runs(run_dirs: list[Path], sequences_path: Path | None = None, spli
 
     scorers = [("most popular", first, Popularity(first.data.counts))]
     scorers += [(run_name(run), run, run.model.score) for run in runs]
+    scorers += [("ensemble: " + " + ".join(run_name(runs[i]) for i in group), runs[group[0]],
+                 ensemble([runs[i] for i in group])) for group in ensembles]
     rows = []
     for name, run, scorer in scorers:
         cases = cases_of(run)
@@ -113,12 +131,14 @@ def markdown_table(report: dict) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def recommend(run: TrainedRun, history: list[str], k: int = 10) -> list[tuple[str, float]]:
-    """The top `k` (item id, score) next items after `history` (item ids, time order), history items excluded."""
+def recommend(runs: list[TrainedRun], history: list[str], k: int = 10) -> list[tuple[str, float]]:
+    """The top `k` (item id, score) next items after `history` (item ids, time order), history items excluded;
+    several runs recommend as their `ensemble`."""
     if not history:
         raise EclipError("empty history: give at least one item id")
+    run = runs[0]
     encoded = run.vocab.encode(history)
-    scores = run.model.score([encoded])[0].clone()  # (n_items,)
+    scores = ensemble(runs)([encoded])[0].clone()  # (n_items,)
     scores[encoded - 1] = float("-inf")
     top = scores.topk(min(k, int(np.isfinite(scores.numpy()).sum())))
     return [(run.vocab.ids[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]

@@ -1,7 +1,8 @@
 """Training runs: config, the run folder, the resumable training loop, and loading a trained run.
 
 RUN_DIR/
-  config.json            model + train config, the sequences file, the item features folder and column
+  config.json            model + train config, the sequences file, the item features folder and column, the
+                         run it started from (--init)
   items.json             the item vocabulary (ids in index order)
   model.safetensors      the weights with the best validation NDCG@10 (full ranking)
   last.safetensors       the weights after the last finished epoch, with last_state.pt (optimizer, epoch,
@@ -190,15 +191,19 @@ def _save_atomic(write, path: Path) -> None:
 
 
 def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features: Path | None = None,
-          feature_column: str = "fused", resume: bool = False, device: str = "cpu") -> dict:
+          feature_column: str = "fused", resume: bool = False, device: str = "cpu", init: Path | None = None) -> dict:
     """Train (or, with `resume`, continue) a run; returns {"epoch", "best_epoch", "best_val", "seconds",
-    "cpu_seconds", "notes"} (notes: things about the input the user should know, one line each)."""
+    "cpu_seconds", "notes"} (notes: things about the input the user should know, one line each).
+    `init`: a run on the same items whose best weights the new run starts from (see `start_from`)."""
     run_dir, device = Path(run_dir), _check_device(device)
     setup = {"sequences": str(Path(sequences_path).resolve()),
              "item_features": str(Path(item_features).resolve()) if item_features else None,
              "item_feature_column": feature_column if item_features else None}
     state_path = run_dir / "last_state.pt"
     if resume:
+        if init is not None:
+            raise EclipError(f"{run_dir}: --init starts a new run; --resume continues from the run's own last "
+                             "weights, so drop --init")
         if not state_path.is_file():
             raise EclipError(f"{run_dir}: nothing to resume (no last_state.pt); train without --resume first")
         _check_resumable(run_dir, setup, config)
@@ -211,7 +216,10 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
     if data.content_share is not None and data.content_share < LOW_CONTENT_SHARE:
         notes.append(f"only {data.content_share:.0%} of the sequence items have a product_id in {item_features}; "
                      "the others are learned from their ids alone")
-    model = build_model(config, data).to(device)
+    model = build_model(config, data)
+    if init is not None:
+        start_from(model, Path(init), data.vocab)
+    model = model.to(device)
     optimizers = make_optimizers(model, config.train)
     fix_mmap_threshold(data.vocab.n_items)
     state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0, "cpu_seconds": 0.0,
@@ -224,7 +232,8 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
         state.update(saved)
     else:
         output_folder(run_dir)
-        (run_dir / "config.json").write_text(json.dumps({**setup, **config.to_dict()}, indent=2))
+        init_record = {"init": str(Path(init).resolve())} if init is not None else {}
+        (run_dir / "config.json").write_text(json.dumps({**setup, **init_record, **config.to_dict()}, indent=2))
         (run_dir / "items.json").write_text(json.dumps(data.vocab.ids))
         (run_dir / "history.jsonl").write_text("")
 
@@ -286,6 +295,32 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
 
 
 OPTIMIZER_KEYS = ("optimizer", "sparse_optimizer")  # their states in last_state.pt
+
+# What a run started from another (`--init`) must share with it: the shapes of the weights.
+_INIT_SHARED = ("dim", "layers", "heads", "max_len", "embedding_norm")
+
+
+def start_from(model: SequenceRecommender, init_dir: Path, vocab: Vocabulary) -> None:
+    """Load the best weights of the run in `init_dir` into `model`: a run on the same items, split and item
+    features, with the same shapes; attention (causal or not) and dropout may differ. BERT4Rec started from a
+    SASRec-style run learns from every position first, then from the Cloze objective (docs/recommendation.md)."""
+    other = load_run(init_dir, with_data=False)
+    for name in _INIT_SHARED:
+        mine, theirs = getattr(model.config, name), getattr(other.config.model, name)
+        if mine != theirs:
+            raise EclipError(f"--init {init_dir}: it has model.{name}={theirs!r}, this run {mine!r}; "
+                             f"{', '.join(_INIT_SHARED)} must match")
+    if other.vocab.ids != vocab.ids:
+        raise EclipError(f"--init {init_dir}: trained on other items (its items.json differs); start from a run on "
+                         "the same sequences and item features")
+    weights = other.model.state_dict()
+    if not torch.equal(weights["id_usable"], model.id_usable):
+        raise EclipError(f"--init {init_dir}: trained on another split (train.cold_fraction or train.seed differ)")
+    if (model.content is None) != (other.model.content is None) or (
+            model.content is not None and not torch.equal(weights["content"], model.content)):
+        raise EclipError(f"--init {init_dir}: trained with other item features; start from a run with the same "
+                         "--item-features and --item-feature-column")
+    model.load_state_dict(weights)
 
 
 def make_optimizers(model: SequenceRecommender, cfg: TrainConfig) -> list[torch.optim.Optimizer]:

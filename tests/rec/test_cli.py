@@ -41,6 +41,19 @@ def test_train_resume_eval_recommend(tmp_path, capsys):
     recommended = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
     assert len(recommended) == 3 and not set(recommended) & set(lines[0].split()[1:])
 
+    # BERT4Rec started from the SASRec-style run's weights, and the two scored and recommending as one ensemble.
+    warm = tmp_path / "warm"
+    assert main(["rec", "train", str(sequences), "--out", str(warm), *small, "--init", str(sas)]) == 0
+    assert main(["rec", "eval", str(warm), str(sas), "--ensemble", "--negatives", "10", "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [r["model"] for r in report["rows"] if r["protocol"] == "full"] == [
+        "most popular", "BERT4Rec [warm]", "SASRec (causal) [sas]", "ensemble: BERT4Rec [warm] + SASRec (causal) [sas]"]
+    assert main(["rec", "eval", str(sas), "--ensemble"]) == 2
+    assert capsys.readouterr().err == "eclip rec: error: --ensemble needs at least two RUN_DIRs\n"
+    assert main(["rec", "recommend", str(warm), str(sas), "--user", "u0", "-k", "3"]) == 0
+    together = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
+    assert len(together) == 3 and not set(together) & set(lines[0].split()[1:])
+
     # The sequences file moves: --items needs only the run, --user and eval take --sequences.
     moved = sequences.rename(tmp_path / "moved.txt")
     assert main(["rec", "recommend", str(sas), "--items", *lines[0].split()[1:], "-k", "3"]) == 0
