@@ -371,11 +371,13 @@ def _check_resumable(run_dir: Path, setup: dict, config: RecConfig) -> None:
     for key in setup:
         if saved[key] != new[key]:
             raise EclipError(f"{run_dir}: --resume with {key} {new[key]!r}, but the run used {saved[key]!r}")
+    # Through the dataclasses, so a run saved before a field existed compares as that field's default.
+    recorded = RecConfig.from_dict({k: saved[k] for k in ("model", "train")}, str(run_dir / "config.json")).to_dict()
     for section in ("model", "train"):
         for name, value in new[section].items():
-            if name not in _RESUMABLE_CHANGES and saved[section][name] != value:
+            if name not in _RESUMABLE_CHANGES and recorded[section][name] != value:
                 raise EclipError(f"{run_dir}: --resume with {section}.{name}={value!r}, but the run used "
-                                 f"{saved[section][name]!r}; only {', '.join(sorted(_RESUMABLE_CHANGES))} may change")
+                                 f"{recorded[section][name]!r}; only {', '.join(sorted(_RESUMABLE_CHANGES))} may change")
 
 
 @dataclass

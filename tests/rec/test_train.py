@@ -155,6 +155,13 @@ def test_run_folder_guards(tmp_path, cyclic):
         train(tmp_path / "run", cyclic, config.override(["model.dim=32"]), resume=True)
     with pytest.raises(EclipError, match="no model.safetensors"):
         load_run(tmp_path / "absent")
+    # A run saved before a config field existed resumes with that field at its default.
+    two = config.override(["train.epochs=2"])
+    assert train(tmp_path / "old", cyclic, two.override(["train.time_limit_minutes=1e-9"]))["epoch"] == 1
+    saved = json.loads((tmp_path / "old" / "config.json").read_text())
+    del saved["train"]["softmax_negatives"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+    assert train(tmp_path / "old", cyclic, two, resume=True)["epoch"] == 2
 
 
 def test_config_from_toml_and_overrides(tmp_path):
