@@ -1,6 +1,6 @@
 """Recommendation benchmark, run by hand (wrap it in the shared CPU lock on a shared machine):
 
-    flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part beauty   # ~45 min: 20 + 9 + 7 min training + eval
+    flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part beauty   # ~30 min: 13 + 9 + 4 min training + eval
     flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part cold     # ~3 min
     flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part cold --cold-model runs/demo/model   # ~5 min
     flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part scale    # ~5 min
