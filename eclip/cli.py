@@ -172,9 +172,6 @@ def _add_graph(sub) -> None:
     evaluate.add_argument("--embeddings", type=Path, metavar="EMB_DIR",
                           help="EMB_DIR with e-CLIP embeddings.parquet (image/text/fused): also scored alone and concatenated")
     evaluate.add_argument("--config", type=Path, help="TOML file with [train] and [eval] tables (e.g. configs/graph.toml)")
-    evaluate.add_argument("--ensemble", action="store_true",
-                          help="also score all the runs together as one model (the mean of their log-probabilities), "
-                               "e.g. a SASRec-style run and the BERT4Rec run started from it")
     evaluate.add_argument("--out", type=Path, metavar="DIR", help="also write eval.json and eval.md here")
     add_arguments(evaluate, GraphEvalConfig)
     p.set_defaults(handler=_run_graph)
@@ -427,10 +424,10 @@ def _run_rec(args) -> int:
 
         if args.negatives < 0 or args.seed < 0:
             raise EclipError("--negatives and --seed must be 0 or more")
-        if args.out:
-            output_folder(args.out)  # before the evaluation, so a bad --out does not waste it
         if args.ensemble and len(args.runs) < 2:
             raise EclipError("--ensemble needs at least two RUN_DIRs")
+        if args.out:
+            output_folder(args.out)  # before the evaluation, so a bad --out does not waste it
         report = evaluate_runs(args.runs, args.sequences, args.split, args.negatives, args.seed,
                                [tuple(range(len(args.runs)))] if args.ensemble else [])
         table = markdown_table(report)
