@@ -211,6 +211,9 @@ class Batch:
     tokens: torch.Tensor   # (B, L) item indices, [mask] tokens, 0 = padding (on the left)
     labels: torch.Tensor   # (B, L) item index to predict at each position, 0 = no loss there
 
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.tokens.to(device), self.labels.to(device))
+
 
 def pad_left(rows: list[np.ndarray]) -> torch.Tensor:
     """(B, L) with each row right-aligned, so the last item of every row sits at the same position."""

@@ -131,22 +131,23 @@ class SequenceRecommender(nn.Module):
             bias = bias + self.content_bias(content).squeeze(1)
         return vectors, bias
 
-    def attention_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+    def attention_mask(self, tokens: torch.Tensor, causal: bool) -> torch.Tensor:
         """(B, 1, L, L) bool, True where a query may attend a key: real keys (and, causal, not later ones).
         Every position also sees itself, so padding rows stay finite (their outputs are never used)."""
         L = tokens.shape[1]
         mask = (tokens != PAD)[:, None, None, :]
-        if self.config.causal:
+        if causal:
             mask = mask & torch.ones(L, L, dtype=torch.bool, device=tokens.device).tril()
         return mask | torch.eye(L, dtype=torch.bool, device=tokens.device)
 
-    def encode(self, tokens: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, vectors: torch.Tensor, causal: bool | None = None) -> torch.Tensor:
         """(B, L) right-aligned tokens -> (B, L, D). Positions count back from the last one, so the last item
-        (or the appended [mask]) always has position max_len - 1 whatever the batch's padded length."""
+        (or the appended [mask]) always has position max_len - 1 whatever the batch's padded length.
+        `causal`: the attention (default the model's own)."""
         L = tokens.shape[1]
         positions = torch.arange(self.config.max_len - L, self.config.max_len, device=tokens.device)
         x = self.embedding_dropout(self.embedding_norm(vectors[tokens] + self.position_embedding(positions)))
-        mask = self.attention_mask(tokens)
+        mask = self.attention_mask(tokens, self.config.causal if causal is None else causal)
         for block in self.blocks:
             x = block(x, mask)
         return self.final_norm(x)
@@ -155,11 +156,12 @@ class SequenceRecommender(nn.Module):
         """(M, D) -> (M, n_items) scores of items 1..n_items (column j is item j + 1)."""
         return self.head(hidden) @ vectors[1:self.n_items + 1].T + bias[1:self.n_items + 1]
 
-    def loss(self, batch: Batch, negatives: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, batch: Batch, negatives: torch.Tensor | None = None, causal: bool | None = None) -> torch.Tensor:
         """Softmax cross-entropy at every labelled position (labels are always items seen in training): over
         every item seen in training, or with `negatives` ((N,) items seen in training, shared by the batch) a
         sampled softmax over the target and those N, whose logits do not grow with the catalogue.
-        A negative equal to a position's target is left out of that position's softmax."""
+        A negative equal to a position's target is left out of that position's softmax. `causal`: the attention
+        (default the model's own; a next-item batch needs the causal one)."""
         id_keep = self.id_usable
         if self.training and self.content is not None and self.config.id_dropout > 0:
             id_keep = id_keep * (torch.rand_like(id_keep) >= self.config.id_dropout)
@@ -167,7 +169,7 @@ class SequenceRecommender(nn.Module):
         at = batch.labels != PAD
         if negatives is None:
             vectors, bias = self.item_table(id_keep)
-            hidden = self.encode(batch.tokens, vectors)
+            hidden = self.encode(batch.tokens, vectors, causal)
             logits = self.head(hidden[at]) @ vectors[self.trained_items].T + bias[self.trained_items]  # (M, n_trained)
             return F.cross_entropy(logits, self.trained_column[batch.labels[at]])
         # Only the rows this batch touches: PAD (so it stays index 0), its inputs, its targets and the negatives.
@@ -178,7 +180,7 @@ class SequenceRecommender(nn.Module):
         tokens_at = local[1:1 + batch.tokens.numel()].view(batch.tokens.shape)
         targets = local[1 + batch.tokens.numel():-len(negatives)]  # (M,)
         sampled = local[-len(negatives):]  # (N,)
-        hidden = self.head(self.encode(tokens_at, vectors)[at])  # (M, D)
+        hidden = self.head(self.encode(tokens_at, vectors, causal)[at])  # (M, D)
         positive = (hidden * vectors[targets]).sum(1) + bias[targets]  # (M,)
         negative = hidden @ vectors[sampled].T + bias[sampled]  # (M, N)
         negative = negative.masked_fill(sampled[None, :] == targets[:, None], float("-inf"))

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from eclip.errors import EclipError
 from eclip.files import output_folder
 from eclip.progress import progress_bar
-from eclip.rec.data import (Batch, Sequences, Split, Vocabulary, cloze_batch, cold_item_mask, item_counts,
+from eclip.rec.data import (Sequences, Split, Vocabulary, cloze_batch, cold_item_mask, item_counts,
                             length_batches, load_sequences, next_item_batch, split_sequences)
 from eclip.rec.evaluate import evaluate, fix_mmap_threshold
 from eclip.rec.features import align_features, load_item_features
@@ -44,6 +44,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     mask_prob: float = 0.6           # Cloze: share of items masked (BERT4Rec uses 0.6 on sparse Beauty)
     last_item_fraction: float = 0.1  # Cloze: share of sequences that mask only their last item
+    next_item_weight: float = 0.0    # Cloze: each batch also trains next-item prediction with the causal mask,
+                                     # its loss weighted by this (learns from every position; 0 = pure Cloze)
     softmax_negatives: int = 0       # 0: softmax over every trained item; N: over the target and N items drawn
                                      # uniformly per batch (for catalogues too large for the full softmax)
     patience: int = 10               # stop after this many epochs without a better validation NDCG@10
@@ -58,7 +60,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        for name in ("warmup_epochs", "weight_decay", "time_limit_minutes", "val_cases", "seed", "softmax_negatives"):
+        for name in ("warmup_epochs", "weight_decay", "time_limit_minutes", "val_cases", "seed", "softmax_negatives",
+                     "next_item_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("mask_prob", "last_item_fraction"):
@@ -200,6 +203,9 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
              "item_features": str(Path(item_features).resolve()) if item_features else None,
              "item_feature_column": feature_column if item_features else None}
     state_path = run_dir / "last_state.pt"
+    if config.model.causal and config.train.next_item_weight > 0:
+        raise EclipError("train.next_item_weight adds next-item training to BERT4Rec's Cloze objective; the causal "
+                         "model (model.causal=true) trains on next items alone, so leave it at 0")
     if resume:
         if init is not None:
             raise EclipError(f"{run_dir}: --init starts a new run; --resume continues from the run's own last "
@@ -267,8 +273,13 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
                 batch = (next_item_batch(seqs, config.model.max_len) if causal else
                          cloze_batch(seqs, config.model.max_len, data.vocab.mask_token, cfg.mask_prob,
                                      cfg.last_item_fraction, rng))
-                loss = model.loss(Batch(batch.tokens.to(device), batch.labels.to(device)),
-                                  softmax_sample(model, cfg.softmax_negatives))
+                negatives = softmax_sample(model, cfg.softmax_negatives)
+                loss = model.loss(batch.to(device), negatives)
+                long_enough = [s for s in seqs if len(s) >= 2]
+                if not causal and cfg.next_item_weight > 0 and long_enough:
+                    # The same users' next items too, with the causal mask: a signal at every position.
+                    next_items = next_item_batch(long_enough, config.model.max_len).to(device)
+                    loss = loss + cfg.next_item_weight * model.loss(next_items, negatives, causal=True)
                 optimization_step(optimizers, loss)
                 losses.append(loss.item())
                 advance(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eclip.rec.data import Batch, pad_left
+from eclip.rec.data import Batch, next_item_batch, pad_left
 from eclip.rec.model import ModelConfig, SequenceRecommender
 
 N_ITEMS = 12
@@ -19,11 +19,20 @@ def make_model(causal=False, trained=None, content=None, sparse_items=False, **o
 
 def test_attention_masks_exclude_padding_and_the_future():
     tokens = torch.tensor([[0, 0, 3, 4, 5]])
-    bidirectional = make_model().attention_mask(tokens)[0, 0]
+    bidirectional = make_model().attention_mask(tokens, causal=False)[0, 0]
     expected = torch.tensor([[1, 0, 1, 1, 1], [0, 1, 1, 1, 1]] + [[0, 0, 1, 1, 1]] * 3, dtype=torch.bool)
     assert torch.equal(bidirectional, expected)  # padding rows see only themselves
-    causal = make_model(causal=True).attention_mask(tokens)[0, 0]
+    causal = make_model().attention_mask(tokens, causal=True)[0, 0]
     assert torch.equal(causal, expected & torch.ones(5, 5, dtype=torch.bool).tril() | torch.eye(5, dtype=torch.bool))
+
+
+def test_a_bert4rec_model_asked_for_causal_attention_is_its_causal_twin():
+    """train.next_item_weight trains BERT4Rec on next-item batches with the causal mask: the same loss as the
+    SASRec-style model with the same weights, and not the bidirectional one (which would see the answer)."""
+    batch = next_item_batch([np.array([1, 2, 3, 4]), np.array([5, 6, 7])], 8)
+    bert4rec, sasrec = make_model(), make_model(causal=True)
+    assert torch.equal(bert4rec.loss(batch, causal=True), sasrec.loss(batch))
+    assert not torch.allclose(bert4rec.loss(batch), sasrec.loss(batch))
 
 
 def hidden(model, tokens):
