@@ -362,7 +362,8 @@ def _add_rec(sub) -> None:
     train.add_argument("--config", type=Path, help="TOML with [model] and [train] tables (e.g. configs/rec-beauty.toml)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.NAME=VALUE",
                        help="override a config value, e.g. --set model.causal=true --set train.epochs=5; "
-                            "--set train.softmax_negatives=1024 for catalogues too large for the full softmax "
+                            "--set train.softmax_negatives=1024 for catalogues too large for the full softmax, "
+                            "--set train.next_item_weight=1 to train BERT4Rec on next items too "
                             "(fields: docs/recommendation.md)")
     train.add_argument("--item-features", type=Path, metavar="EMB_DIR",
                        help="EMB_DIR/embeddings.parquet (product_id + embedding columns): content item embeddings, "
