@@ -275,10 +275,9 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
                                      cfg.last_item_fraction, rng))
                 negatives = softmax_sample(model, cfg.softmax_negatives)
                 loss = model.loss(batch.to(device), negatives)
-                long_enough = [s for s in seqs if len(s) >= 2]
-                if not causal and cfg.next_item_weight > 0 and long_enough:
+                if not causal and cfg.next_item_weight > 0 and any(len(s) >= 2 for s in seqs):
                     # The same users' next items too, with the causal mask: a signal at every position.
-                    next_items = next_item_batch(long_enough, config.model.max_len).to(device)
+                    next_items = next_item_batch([s for s in seqs if len(s) >= 2], config.model.max_len).to(device)
                     loss = loss + cfg.next_item_weight * model.loss(next_items, negatives, causal=True)
                 optimization_step(optimizers, loss)
                 losses.append(loss.item())
