@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eclip.models.char_ngrams import CharNgrams
 from eclip.models.text import TextEncoder, TextProcessor
 from eclip.models.vit import VisionTransformer
 from eclip.train.config import ModelConfig
@@ -29,6 +30,8 @@ class DualEncoder(nn.Module):
         if config.text.lexical:  # starts at zero: the text vector begins as the tower's alone
             self.lexical = nn.Embedding(text_encoder.bert.config.vocab_size, config.embed_dim)
             nn.init.zeros_(self.lexical.weight)
+        self.char_ngrams = (CharNgrams(processor.tokenizer, config.text.char_ngram_buckets, config.embed_dim)
+                            if config.text.char_ngram_buckets else None)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
         self.logit_bias = nn.Parameter(torch.tensor(config.init_logit_bias))
 
@@ -54,6 +57,8 @@ class DualEncoder(nn.Module):
         if self.lexical is not None:
             mask = attention_mask.unsqueeze(-1).to(text.dtype)  # (B, L, 1)
             text = text + (self.lexical(input_ids) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        if self.char_ngrams is not None:
+            text = text + self.char_ngrams(input_ids, attention_mask).to(text.dtype)
         return F.normalize(text, dim=-1)
 
     def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor | None = None,

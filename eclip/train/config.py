@@ -46,6 +46,9 @@ class TextConfig:
     # A trainable embedding per word piece, averaged over the title and added to the projected tower output: a
     # lexical path beside the (locked) tower, which reads exact words that its mean-pooled sentence vector blurs.
     lexical: bool = False
+    # Hash buckets of a fastText-style character n-gram path beside the tower (0: none): each word of the title,
+    # rebuilt from its word pieces, adds the mean of its n-grams' vectors, so misspelt words keep most of theirs.
+    char_ngram_buckets: int = 0
     # From scratch only:
     vocab_size: int = 8000
     width: int = 256
@@ -133,6 +136,7 @@ class Config:
             (0 <= self.model.vision.mask_ratio < 1, "vision mask_ratio must be in [0, 1)"),
             (0.0 <= t.category_fraction <= 1.0, "category_fraction must be between 0 and 1"),
             (self.model.text.pooling in ("mean", "cls"), "text pooling must be mean or cls"),
+            (self.model.text.char_ngram_buckets >= 0, "text char_ngram_buckets must be >= 0"),
             (self.model.vision.pooling in ("mean", "cls"), "vision pooling must be mean or cls"),
             (self.model.vision.image_size % self.model.vision.patch_size == 0, "vision image_size must be a multiple of patch_size"),
             (self.model.vision.width % self.model.vision.heads == 0, "vision width must be a multiple of heads"),

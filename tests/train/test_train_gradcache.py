@@ -83,13 +83,17 @@ def test_single_micro_batch_is_a_plain_step():
     assert max_relative_error(got, expected) == 0.0
 
 
-@pytest.mark.parametrize("lexical", [False, True], ids=["tower only", "lexical path"])
+@pytest.mark.parametrize("lexical, char_ngram_buckets", [(False, 0), (True, 0), (True, 128)],
+                         ids=["tower only", "lexical path", "lexical and char n-gram paths"])
 @pytest.mark.parametrize("mask_ratio", [0.0, 0.5], ids=["all patches", "FLIP masking"])
-def test_locked_text_features_and_conv_stem(mask_ratio, lexical):
-    model = tiny_model(dropout=0.0, stem="conv", mask_ratio=mask_ratio, lexical=lexical)
+def test_locked_text_features_and_conv_stem(mask_ratio, lexical, char_ngram_buckets):
+    model = tiny_model(dropout=0.0, stem="conv", mask_ratio=mask_ratio, lexical=lexical,
+                       char_ngram_buckets=char_ngram_buckets)
     model.text.requires_grad_(False)
-    if lexical:  # trained a little already, so that it changes the text vectors and their gradients
-        torch.nn.init.normal_(model.lexical.weight, std=0.1)
+    # The paths start at zero; trained a little already, they change the text vectors and their gradients.
+    for path in (model.lexical, model.char_ngrams and model.char_ngrams.table):
+        if path is not None:
+            torch.nn.init.normal_(path.weight, std=0.1)
     batch = tiny_batch(BATCH, groups=GROUPS)
     with torch.no_grad():
         batch["text_features"] = model.text(batch["input_ids"], batch["attention_mask"])
@@ -100,6 +104,7 @@ def test_locked_text_features_and_conv_stem(mask_ratio, lexical):
     assert not any(name.startswith("text.") for name in got)
     assert "text_projection.weight" in got
     assert ("lexical.weight" in got) == lexical
+    assert ("char_ngrams.table.weight" in got) == bool(char_ngram_buckets)
     assert max_relative_error(got, expected) < 1e-5
 
 

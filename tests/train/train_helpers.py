@@ -11,23 +11,26 @@ import pyarrow.parquet as pq
 import torch
 
 from eclip.models import DualEncoder
-from eclip.models.text import TextEncoder, bert_from_config
+from eclip.models.text import TextEncoder, TextProcessor, bert_from_config, train_wordpiece
 from eclip.train.config import ModelConfig, TextConfig, VisionConfig
 
 VOCAB = 64
+WORDPIECE_TITLES = ["Reebok Men Black Sports Shoes", "Baggit Women Brown Handbag", "Ray-Ban Unisex Sunglasses"] * 5
 
 
 def tiny_model(seed: int = 0, dropout: float = 0.1, stem: str = "patch", mask_ratio: float = 0.0,
-               lexical: bool = False) -> DualEncoder:
+               lexical: bool = False, char_ngram_buckets: int = 0) -> DualEncoder:
     """A 16 px ViT and a 2-layer BERT over a fixed 64-token vocabulary: the same weights in every process."""
     torch.manual_seed(seed)
     config = ModelConfig(embed_dim=16, vision=VisionConfig(image_size=16, patch_size=4, stem=stem, width=32, depth=2,
                                                            heads=2, dropout=dropout, mask_ratio=mask_ratio),
-                         text=TextConfig(lexical=lexical))
+                         text=TextConfig(lexical=lexical, char_ngram_buckets=char_ngram_buckets))
     bert = bert_from_config(dict(model_type="bert", vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=32,
                                  hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
-    return DualEncoder(config, TextEncoder(bert, "mean"), processor=None)
+    # The character n-gram path reads words from the vocabulary; the other paths need no tokenizer.
+    processor = TextProcessor(train_wordpiece(WORDPIECE_TITLES, VOCAB), 10) if char_ngram_buckets else None
+    return DualEncoder(config, TextEncoder(bert, "mean"), processor=processor)
 
 
 def tiny_batch(size: int, seed: int = 1, groups: list[int] | None = None) -> dict[str, torch.Tensor]:
