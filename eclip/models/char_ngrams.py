@@ -6,9 +6,12 @@ keeps most of its n-grams, where the word pieces split it into unrelated pieces.
 from __future__ import annotations
 
 import zlib
+from array import array
 
 import torch
 from torch import nn
+
+CACHED_WORDS = 100_000  # about 60 MB; a catalogue of millions of listings has more distinct words than that
 
 
 def word_ngrams(word: str, n_min: int, n_max: int) -> list[str]:
@@ -30,13 +33,16 @@ class CharNgrams(nn.Module):
             self.pieces[index] = piece
         special = {token.content for token in tokenizer.get_added_tokens_decoder().values() if token.special}
         self.skipped = {index for piece, index in vocab.items() if piece in special}
-        self._word_buckets: dict[str, list[int]] = {}  # a catalogue repeats its words: hash each one once
+        self._word_buckets: dict[str, array] = {}  # a catalogue repeats its words: hash each one once
 
-    def buckets_of(self, word: str) -> list[int]:
+    def buckets_of(self, word: str) -> array:
         known = self._word_buckets.get(word)
         if known is None:
             # crc32, not hash(): the same word must land in the same buckets in every process and run
-            known = [zlib.crc32(gram.encode()) % self.buckets for gram in word_ngrams(word, self.n_min, self.n_max)]
+            known = array("l", (zlib.crc32(gram.encode()) % self.buckets
+                                for gram in word_ngrams(word, self.n_min, self.n_max)))
+            if len(self._word_buckets) >= CACHED_WORDS:
+                self._word_buckets.clear()
             self._word_buckets[word] = known
         return known
 
