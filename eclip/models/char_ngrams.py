@@ -31,8 +31,7 @@ class CharNgrams(nn.Module):
         self.pieces = [""] * (max(vocab.values()) + 1)
         for piece, index in vocab.items():
             self.pieces[index] = piece
-        special = {token.content for token in tokenizer.get_added_tokens_decoder().values() if token.special}
-        self.skipped = {index for piece, index in vocab.items() if piece in special}
+        self.skipped = {index for index, token in tokenizer.get_added_tokens_decoder().items() if token.special}
         self._word_buckets: dict[str, array] = {}  # a catalogue repeats its words: hash each one once
 
     def buckets_of(self, word: str) -> array:
