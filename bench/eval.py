@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from eclip.tasks.config import load_eval_config  # noqa: E402
-from eclip.tasks.evaluate import evaluate  # noqa: E402
-from eclip.tasks.report import lookup  # noqa: E402
+from eclip.eval.config import load_eval_config  # noqa: E402
+from eclip.eval.evaluate import evaluate  # noqa: E402
+from eclip.eval.report import lookup  # noqa: E402
 
 # The scores the issue says the objective must win (matching and clustering), plus the others for context.
 COMPARED = [

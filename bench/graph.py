@@ -1,6 +1,6 @@
 """Benchmark of the product graph (metapath2vec / metapath2vec++): speed against peers, and the evaluation table.
 
-On fashion-dev (catalog.csv, 7,905 products, the graph `eclip graph train` builds, configs/graph.toml):
+On fashion-dev (catalog.csv, 7,905 products, the graph `eclip graph train` builds, the shipped graph config):
   1. walks/s of the vectorized walker (eclip.graph.walks: one numpy gather per step position for all walks at
      once) against a reference walker that steps one walk at a time in Python over the same CSR arrays (what
      most metapath2vec scripts do), on the same meta-paths; the reference walks only --reference-walks walks.
@@ -255,7 +255,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "fashion", "eclip"), default="all",
                         help="fashion = parts 1-3, eclip = part 4; a single part keeps the other's saved results")
     parser.add_argument("--data", type=Path, default=FASHION, help="products for parts 1-3 (default fashion-dev)")
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "graph.toml")
+    parser.add_argument("--config", default="default", help="graph config: a file or a shipped name (default: default)")
     parser.add_argument("--reference-walks", type=int, default=8000, help="walks of the Python reference walker")
     parser.add_argument("--no-gensim", action="store_true", help="skip the gensim peer")
     parser.add_argument("--eclip-data", type=Path, help="part 4: the DATA_DIR the e-CLIP embeddings were made from")
@@ -264,7 +264,8 @@ def main() -> None:
     if bool(args.eclip_data) != bool(args.embeddings) or (args.part == "eclip" and not args.eclip_data):
         parser.error("part 4 needs --eclip-data and --embeddings together")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    train_config, eval_config = load_config(args.config)
+    config = load_config(args.config)
+    train_config, eval_config = config.train, config.eval
     saved = RESULTS / "graph.json"
     result = json.loads(saved.read_text()) if args.part != "all" and saved.exists() else {}
     result["config"] = str(args.config)

@@ -6,7 +6,7 @@
     flock /tmp/eclip-cpu.lock .venv/bin/python bench/rec.py --part scale    # ~5 min
 
 beauty: BERT4Rec and SASRec (the same model with a causal mask) trained on Amazon Beauty with
-configs/rec-beauty.toml (at most 20 minutes of training each), and BERT4Rec started from that SASRec run's weights
+the shipped beauty recipe (eclip/configs/rec/beauty.toml) (at most 20 minutes of training each), and BERT4Rec started from that SASRec run's weights
 (both stages together within the 20 minutes), and those two as one ensemble, scored with the most-popular baseline
 in one table, full ranking and 100 sampled negatives.
 cold: synthetic shopping sequences over the real fashion-dev catalogue with 10% of the items hidden from training;
@@ -39,14 +39,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from eclip.rec.features import write_item_features  # noqa: E402
+from eclip.index.vectors import write_embeddings  # noqa: E402
 from eclip.rec.report import evaluate_runs, markdown_table  # noqa: E402
 from eclip.rec.synthetic import label_text_features, read_catalog, synthetic_sequences, write_sequences  # noqa: E402
 from eclip.rec.data import EvalCases, next_item_batch  # noqa: E402
 from eclip.rec.evaluate import evaluate, fix_mmap_threshold  # noqa: E402
 from eclip.rec.model import ModelConfig, SequenceRecommender  # noqa: E402
-from eclip.rec.train import (RecConfig, TrainConfig, make_optimizers, optimization_step, softmax_sample,  # noqa: E402
-                              train)
+from eclip.rec.config import RecConfig, TrainConfig  # noqa: E402
+from eclip.rec.train import make_optimizers, optimization_step, softmax_sample, train  # noqa: E402
 
 BEAUTY = REPO.parent / "shared" / "data" / "amazon-beauty" / "sequences.txt"
 FASHION = REPO.parent / "shared" / "data" / "fashion-dev" / "catalog.csv"
@@ -64,14 +64,14 @@ def train_or_resume(run_dir: Path, sequences: Path, config: RecConfig, features:
     return {**summary, "epochs_run": len(history), "run": str(run_dir), "history": history}
 
 
-# The recipes of configs/rec-beauty.toml's header: the SASRec-style baseline (every position is labelled, so far
+# The recipes of the shipped beauty recipe (eclip/configs/rec/beauty.toml)'s header: the SASRec-style baseline (every position is labelled, so far
 # fewer epochs) and BERT4Rec's Cloze stage after it, in what is left of the same 20 minutes.
 SASREC = ["model.causal=true", "train.epochs=25", "model.dropout=0.5", "model.attention_dropout=0.5"]
 AFTER_SASREC = ["train.epochs=20", "train.lr=0.001"]
 
 
 def beauty(runs: Path) -> dict:
-    config = RecConfig.from_toml(REPO / "configs" / "rec-beauty.toml")
+    config = RecConfig.from_toml("beauty")
     sasrec = train_or_resume(runs / "beauty-sasrec", BEAUTY, config.override(SASREC))
     left_minutes = config.train.time_limit_minutes - sasrec["seconds"] / 60
     trained = {"BERT4Rec": train_or_resume(runs / "beauty-bert4rec", BEAUTY, config),
@@ -96,12 +96,12 @@ def eclip_features(model_dir: Path, catalog: list[dict], emb_dir: Path) -> Path:
     """The catalogue's products embedded by a trained e-CLIP run: photo + title -> the fused vector `eclip embed`
     computes (here from the original photos, not a prepared DATA_DIR's thumbnails)."""
     from eclip.models import embed_images, embed_texts, load_model
-    from eclip.tasks.embeddings import fuse
+    from eclip.index.embed import fuse
 
     model, _, _ = load_model(model_dir)
     image = embed_images(model, [str(FASHION.parent / row["image"]) for row in catalog])
     text = embed_texts(model, [row["title"] for row in catalog])
-    write_item_features(emb_dir, [row["product_id"] for row in catalog], {"fused": fuse(image, text)})
+    write_embeddings(emb_dir / "embeddings.parquet", [row["product_id"] for row in catalog], {"fused": fuse(image, text)})
     return emb_dir
 
 
@@ -110,7 +110,7 @@ def cold(runs: Path, users: int, epochs: int, model_dir: Path | None) -> dict:
     catalog = read_catalog(FASHION)
     sequences = write_sequences(root / "sequences.txt", synthetic_sequences(catalog, users, seed=0))
     product_ids, features = label_text_features(catalog, dim=64)
-    write_item_features(root / "emb", product_ids, {"fused": features})
+    write_embeddings(root / "emb" / "embeddings.parquet", product_ids, {"fused": features})
     base = ["train.cold_fraction=0.1", f"train.epochs={epochs}", "train.patience=100"]
     content = RecConfig().override(base + ["model.id_dropout=0.3"])
     trained = {"BERT4Rec + content": train_or_resume(root / "content", sequences, content, root / "emb"),

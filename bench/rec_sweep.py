@@ -1,4 +1,4 @@
-"""Recommender settings sweep on Amazon Beauty: many variants of configs/rec-beauty.toml trained side by side,
+"""Recommender settings sweep on Amazon Beauty: many variants of the shipped beauty recipe trained side by side,
 each scored on the test split (full ranking) with its best-validation weights. Run by hand:
 
     python bench/rec_sweep.py --device cuda --jobs 14 --minutes 6.5      # a GPU machine, ~8 minutes
@@ -7,7 +7,7 @@ each scored on the test split (full ranking) with its best-validation weights. R
 A variant is a list of --set overrides on the config as it was when the sweep ran (SWEPT_FROM). Every variant
 gets the same wall-clock limit, so one that asks for more epochs than fit is cut short (its cosine schedule
 unfinished); the table says how many ran. On a GPU the epoch count, not the minutes, is what carries over to the
-20-minute CPU budget of configs/rec-beauty.toml. Writes JSON + a markdown table (sorted by test NDCG@20).
+20-minute CPU budget of the shipped beauty recipe. Writes JSON + a markdown table (sorted by test NDCG@20).
 """
 
 from __future__ import annotations
@@ -62,10 +62,11 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     from rec import train_or_resume  # bench/rec.py, beside this file
 
     from eclip.rec.evaluate import evaluate
-    from eclip.rec.train import RecConfig, load_run
+    from eclip.rec.config import RecConfig
+    from eclip.rec.run import load_run
 
     torch.set_num_threads(args.threads)
-    config = RecConfig.from_toml(REPO / "configs" / "rec-beauty.toml").override(
+    config = RecConfig.from_toml("beauty").override(
         SWEPT_FROM + VARIANTS[name] + [f"train.time_limit_minutes={args.minutes}", "train.patience=1000"])
     trained = train_or_resume(args.runs / name, args.sequences, config, device=args.device)
     history = trained.pop("history")

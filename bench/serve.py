@@ -36,7 +36,6 @@ from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -44,9 +43,11 @@ sys.path.insert(0, str(REPO))
 from eclip.data.store import read_products  # noqa: E402
 from eclip.errors import EclipError  # noqa: E402
 from eclip.serve.app import wait_until_ready  # noqa: E402
-from eclip.tasks.embeddings import (EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE, VIEWS,  # noqa: E402
-                                    build_index, embedding_weights, read_embeddings)
-from eclip.tasks.similarity import normalize_rows  # noqa: E402
+from eclip.index import EMBEDDINGS_FILE, META_FILE, VIEWS  # noqa: E402
+from eclip.index.embed import embedding_weights  # noqa: E402
+from eclip.index.faiss_index import build_index, write_index  # noqa: E402
+from eclip.index.vectors import read_embeddings, write_embeddings  # noqa: E402
+from eclip.index.vectors import normalize_rows  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 CONCURRENCY = (1, 8, 32)
@@ -57,8 +58,6 @@ FULL_TEXT_SEARCH = "text search, full text tower"
 # ---------------------------------------------------------------- the 100k EMB_DIR
 def generated_emb_dir(source: Path, out: Path, products: int, noise: float, index_type: str, seed: int = 0) -> dict:
     """Real rows of `source` + generated neighbours up to `products` rows, written as an EMB_DIR."""
-    import faiss
-
     table, vectors = read_embeddings(source, columns=["product_id", "split", "category", "title", *VIEWS])
     real = table.num_rows
     extra = max(0, products - real)
@@ -75,14 +74,13 @@ def generated_emb_dir(source: Path, out: Path, products: int, noise: float, inde
         matrices[view] = np.concatenate([vectors[view], normalize_rows(noisy).astype(np.float32)])
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    arrays = {name: pa.array(values, pa.string()) for name, values in columns.items()}
-    arrays.update({view: pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), dim) for view, m in matrices.items()})
-    pq.write_table(pa.table(arrays), out / EMBEDDINGS_FILE)
+    product_ids = columns.pop("product_id")
+    write_embeddings(out / EMBEDDINGS_FILE, product_ids, matrices,
+                     {name: pa.array(values, pa.string()) for name, values in columns.items()})
     # sqrt(N) lists (`eclip embed` takes 4 sqrt(N)): a quarter of the k-means work on these shared cores.
     index, description = build_index(matrices["fused"], index_type, nlist=int(np.sqrt(real + extra)))
     description["vectors"] = "fused"
-    faiss.write_index(index, str(out / INDEX_FILE))
-    (out / INDEX_META_FILE).write_text(json.dumps(description))
+    write_index(out, index, description)
     source_meta = json.loads((source / META_FILE).read_text())
     # The model that embedded the source serves this folder: `eclip serve` checks the weights it records.
     (out / META_FILE).write_text(json.dumps({"products": real + extra, "real": real, "generated": extra, "dim": dim,
@@ -176,7 +174,7 @@ def _rss_kb(pid: int) -> int:
 def library_peer(model_dir: Path, emb_dir: Path, titles: list[str], thumbnails: list[bytes], seconds: float) -> dict:
     from eclip.models import embed_images, embed_texts, load_model
     from eclip.models.query_encoder import embed_queries, load_query_encoder
-    from eclip.tasks.embeddings import load_index
+    from eclip.index.faiss_index import load_index
 
     import faiss
     import torch

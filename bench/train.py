@@ -115,7 +115,7 @@ def measure_ours(towers_name: str, batch: int, micro: int, steps: int, device: s
     sys.path.insert(0, str(REPO))
     from eclip.models import DualEncoder
     from eclip.models.text import TextEncoder, bert_from_config
-    from eclip.train.config import ModelConfig, VisionConfig
+    from eclip.models.config import ModelConfig, VisionConfig
     from eclip.train.gradcache import contrastive_backward
     from eclip.train.loss import Objective
 

@@ -43,7 +43,8 @@ def prepared_fashion(tmp_path_factory, fashion_dir) -> Path:
 
 def tiny_config():
     """Seconds on CPU: a 16 px ViT and a from-scratch one-layer BERT on a WordPiece vocabulary of the titles."""
-    from eclip.train.config import Config, ModelConfig, TextConfig, TrainConfig, VisionConfig
+    from eclip.train.config import Config, TrainConfig
+    from eclip.models.config import ModelConfig, TextConfig, VisionConfig
 
     return Config(
         model=ModelConfig(embed_dim=16,

@@ -34,6 +34,7 @@ from eclip.data.images import ImageLimits, ImageRejected, decode_image, locate_i
 from eclip.errors import EclipError
 from eclip.files import check_out_folder
 from eclip.progress import progress_bar
+from eclip.runs.atomic import building_folder, publish_folder
 
 REQUIRED_COLUMNS = ("product_id", "title", "image")
 # Bump when a variation changes, so that a finished OUT made by older code is regenerated.
@@ -429,10 +430,8 @@ def make_offers(catalog: Path, out: Path, per_product: int = 3, seed: int = 0, l
         return previous["summary"]
     check_out_folder(out, OUT_ENTRIES, "offers", lambda folder: _finished_record(folder) is not None)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
-    (staging / IMAGES_DIR).mkdir(parents=True)
+    staging = building_folder(out)
+    (staging / IMAGES_DIR).mkdir()
     try:
         root = catalog.parent
         tasks = [_task(row, root) for row in rows]
@@ -443,14 +442,7 @@ def make_offers(catalog: Path, out: Path, per_product: int = 3, seed: int = 0, l
                    "passed_through": sum(task.source is None or len(o) < per_product for task, o in zip(tasks, offers))}
         # Written last: its presence is what makes a folder complete.
         (staging / RECORD_FILE).write_text(json.dumps({"arguments": arguments, "summary": summary}, indent=2) + "\n")
-        if out.exists():
-            previous = out.parent / f".{out.name}.previous"
-            shutil.rmtree(previous, ignore_errors=True)
-            out.rename(previous)
-            staging.rename(out)
-            shutil.rmtree(previous)
-        else:
-            staging.rename(out)
+        publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

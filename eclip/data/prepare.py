@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -26,15 +25,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
+from eclip.config import validate
 from eclip.data import store
 from eclip.data.catalog import ColumnMapping, read_catalog
 from eclip.data.config import PrepareConfig
 from eclip.data.dedup import resolve_duplicates, verified_near_duplicates
 from eclip.data.descriptors import make_descriptor
-from eclip.data.inspect import inspect_batch
+from eclip.data.inspection import inspect_batch
 from eclip.errors import EclipError
 from eclip.files import check_out_folder
 from eclip.progress import progress_bar
+from eclip.runs.atomic import atomic_write, building_folder, publish_folder
 
 SPOOL = "_spool"
 
@@ -53,8 +54,7 @@ def _init_worker(root: str, config: dict) -> None:
 def _inspect_to_spool(index: int, batch: pa.RecordBatch, spool: str) -> int:
     out = inspect_batch(batch, _worker_state["root"], _worker_state["config"], _worker_state["descriptor"])
     path = Path(spool) / f"batch-{index:07d}.parquet"
-    pq.write_table(pa.Table.from_batches([out]), path.with_suffix(".tmp"), compression="zstd")
-    path.with_suffix(".tmp").rename(path)
+    atomic_write(path, lambda temporary: pq.write_table(pa.Table.from_batches([out]), temporary, compression="zstd"))
     return out.num_rows
 
 
@@ -254,6 +254,7 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
     """Run the whole pipeline; returns the report (also written to OUT/report.json)."""
     catalog, out = Path(catalog), Path(out)
     mapping, config = mapping or ColumnMapping(), config or PrepareConfig()
+    validate(config)
     if not catalog.is_file():
         raise EclipError(f"{catalog}: no such catalogue file")
     fingerprint = _fingerprint(catalog, mapping, config)
@@ -264,11 +265,7 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
         return previous
     check_out_folder(out, store.PREPARED_ENTRIES, "prepare", lambda folder: store.prepared_report(folder) is not None)
     started = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.building-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    building = out.parent / f".{out.name}.building-{os.getpid()}"
-    building.mkdir()
+    building = building_folder(out)
     try:
         batches = read_catalog(catalog, mapping, config.batch_rows)
         input_rows = _run_per_row_stage(batches, catalog.parent.resolve(), config, building / SPOOL)
@@ -298,7 +295,7 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
         text = json.dumps(report, indent=2, default=list)
         report = json.loads(text)  # the caller sees exactly what a later run reads back
         (building / store.REPORT).write_text(text)
-        store.publish(building, out)
+        publish_folder(building, out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

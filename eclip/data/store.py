@@ -7,8 +7,6 @@ renames it into place, so a killed run never leaves something that looks finishe
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -18,9 +16,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from eclip.errors import EclipError
+from eclip.runs.provenance import DATA_REPORT as REPORT
+from eclip.runs.provenance import data_report
 
 SHARDS = "shards"
-REPORT = "report.json"
 REJECTED = "rejected.parquet"
 DUPLICATE_GROUPS = "duplicate_groups.parquet"
 CATALOG_DB = "catalog.duckdb"
@@ -74,16 +73,6 @@ class ShardWriter:
             self.writer, self.rows_in_shard = None, 0
 
 
-def check_complete(data_dir: Path) -> dict:
-    """The report of a finished DATA_DIR, or a clear error saying what to run."""
-    data_dir = Path(data_dir)
-    report = data_dir / REPORT
-    if not report.is_file():
-        what = "does not exist" if not data_dir.exists() else "is not a finished prepared dataset (no report.json)"
-        raise EclipError(f"{data_dir} {what}; run `eclip prepare CATALOG --out {data_dir}` first")
-    return json.loads(report.read_text())
-
-
 def prepared_report(data_dir: Path) -> dict | None:
     """The report of a DATA_DIR that `prepare` finished, or None: a report.json that is not prepare's (`eclip eval`
     writes one too) has no `fingerprint`."""
@@ -97,7 +86,7 @@ def prepared_report(data_dir: Path) -> dict | None:
 def read_products(data_dir: str | Path, split: str | None = None, columns: list[str] | None = None) -> pa.Table:
     """Accepted products of a prepared DATA_DIR as one Arrow table (optionally one split, some columns)."""
     data_dir = Path(data_dir)
-    check_complete(data_dir)
+    data_report(data_dir)
     shards = sorted((data_dir / SHARDS).glob("part-*.parquet"))
     if not shards:
         return product_schema([]).empty_table().select(columns) if columns else product_schema([]).empty_table()
@@ -112,7 +101,7 @@ def read_products(data_dir: str | Path, split: str | None = None, columns: list[
 def connect(data_dir: str | Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views `products`, `rejected`, `duplicate_groups` over DATA_DIR."""
     data_dir = Path(data_dir).resolve()
-    check_complete(data_dir)
+    data_report(data_dir)
     con = duckdb.connect()
     _create_views(con, data_dir)
     return con
@@ -138,12 +127,3 @@ def write_catalog_db(data_dir: Path) -> None:
         _create_views(con, data_dir.resolve())
     finally:
         con.close()
-
-
-def publish(building: Path, data_dir: Path) -> None:
-    """Replace DATA_DIR by the finished `building` folder in as few steps as the filesystem allows."""
-    retired = data_dir.with_name(f".{data_dir.name}.old-{os.getpid()}")
-    if data_dir.exists():
-        data_dir.rename(retired)
-    building.rename(data_dir)
-    shutil.rmtree(retired, ignore_errors=True)

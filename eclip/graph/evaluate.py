@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from scipy import sparse
 
 from eclip.errors import EclipError
-from eclip.files import parquet_schema, read_parquet
+from eclip.files import parquet_schema
 from eclip.graph.build import HeteroGraph, build_product_graph, category_levels, load_products
 from eclip.graph.config import GraphEvalConfig
-from eclip.tasks.probe import side_by_side
+from eclip.eval.probe import side_by_side
+from eclip.index import EMBEDDINGS_FILE
+from eclip.index.vectors import product_vectors
 
 
 @dataclass
@@ -163,31 +164,13 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def read_vectors(path: Path, column: str) -> tuple[list[str], np.ndarray]:
-    """product_id and one list-of-float column of an embeddings.parquet, as (ids, (n, d) float32)."""
-    schema = parquet_schema(path)
-    if "product_id" not in schema.names or column not in schema.names:
-        raise EclipError(f"{path}: no {column!r} column; expected product_id and list-of-float32 vectors")
-    kind = schema.field(column).type
-    if not (pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind)) \
-            or not (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
-        raise EclipError(f"{path}: column {column!r} is {kind}, not a list of floats")
-    table = read_parquet(path, columns=["product_id", column])
-    vectors = table[column].combine_chunks()
-    lengths = set(pc.list_value_length(vectors).to_pylist())
-    if vectors.null_count or len(lengths) != 1:
-        raise EclipError(f"{path}: column {column!r} has null or unequal-length vectors; every row needs one of the same size")
-    matrix = np.asarray(vectors.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(vectors), -1)
-    return table["product_id"].cast(pa.string()).to_pylist(), matrix
-
-
 def run_features(run: Path) -> tuple[Features, tuple[str, ...]]:
     """The product embeddings of a `graph train` RUN_DIR and the meta-paths it walked."""
     summary_path = Path(run) / "train.json"
     if not summary_path.exists():
         raise EclipError(f"{run}: not a finished graph run (no train.json); run `eclip graph train --out {run}` first")
     options = json.loads(summary_path.read_text())["signature"]["config"]
-    ids, matrix = read_vectors(Path(run) / "embeddings.parquet", "graph")
+    ids, matrix = product_vectors(Path(run) / EMBEDDINGS_FILE, "graph")
     return Features(f"{options['variant']} ({Path(run).name})", ids, matrix), tuple(options["metapaths"])
 
 
@@ -235,13 +218,13 @@ def evaluate_runs(data: Path, runs: list[Path], embeddings: Path | None, config:
         features.append(run_feature)
         walked |= types - {"product"}
     if embeddings is not None:
-        path = Path(embeddings) / "embeddings.parquet"
+        path = Path(embeddings) / EMBEDDINGS_FILE
         if not path.is_file():
             raise EclipError(f"{path}: not found; --embeddings takes the EMB_DIR that holds embeddings.parquet")
         columns = [c for c in ECLIP_COLUMNS if c in parquet_schema(path).names]
         if not columns:
             raise EclipError(f"{path}: none of the columns {', '.join(ECLIP_COLUMNS)}; expected e-CLIP embeddings")
-        eclip = [Features(f"e-CLIP {c}", *read_vectors(path, c)) for c in columns]
+        eclip = [Features(f"e-CLIP {c}", *product_vectors(path, c)) for c in columns]
         features += eclip + [concatenated(run, eclip[0]) for run in features[:len(runs)]]
     notes = []
     if "title" in products.column_names:

@@ -15,7 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eclip.errors import EclipError
@@ -24,23 +23,9 @@ from eclip.graph.build import build_product_graph, load_products
 from eclip.graph.config import GraphTrainConfig
 from eclip.graph.skipgram import train_skipgram
 from eclip.graph.walks import generate_walks
-
-
-def vectors_table(product_ids: list[str], matrix: np.ndarray, column: str) -> pa.Table:
-    """product_id and one fixed-size-list float32 column, the layout of every embeddings.parquet."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    vectors = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
-    return pa.table({"product_id": pa.array(product_ids, pa.string()), column: vectors})
-
-
-def data_version(data: Path) -> list[int]:
-    """Size and modification time of the products file, or of a DATA_DIR's report.json (`eclip prepare` rewrites
-    it on every rebuild): they change when the data does, and cost no read of it."""
-    from eclip.data.store import REPORT
-
-    data = Path(data)
-    stat = (data / REPORT if data.is_dir() else data).stat()
-    return [stat.st_size, stat.st_mtime_ns]
+from eclip.index import EMBEDDINGS_FILE
+from eclip.index.vectors import write_embeddings
+from eclip.runs.provenance import file_version
 
 
 def train_graph(data: Path, out: Path, config: GraphTrainConfig, force: bool = False) -> dict:
@@ -49,7 +34,7 @@ def train_graph(data: Path, out: Path, config: GraphTrainConfig, force: bool = F
     out = Path(out)
     products = load_products(data)
     signature = json.loads(json.dumps({"config": asdict(config), "data": str(Path(data).resolve()),
-                                       "data_version": data_version(data), "products": products.num_rows}))
+                                       "data_version": file_version(data), "products": products.num_rows}))
     finished = out / "train.json"
     data_changed = False
     if finished.exists() and not force:
@@ -73,7 +58,7 @@ def train_graph(data: Path, out: Path, config: GraphTrainConfig, force: bool = F
     n_products = len(graph.names["product"])
     walked = np.flatnonzero(np.bincount(walks[walks >= 0], minlength=graph.num_nodes)[:n_products] > 0)
     product_ids = graph.names["product"][walked].tolist()
-    pq.write_table(vectors_table(product_ids, model.center[walked].numpy(), "graph"), out / "embeddings.parquet")
+    write_embeddings(out / EMBEDDINGS_FILE, product_ids, {"graph": model.center[walked].numpy()})
     pq.write_table(graph.node_table(), out / "nodes.parquet")
     from safetensors.torch import save_file
     save_file({"center": model.center.data.contiguous(), "context": model.context.data.contiguous()}, out / "model.safetensors")

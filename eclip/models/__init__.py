@@ -1,136 +1,31 @@
-"""Model towers and the one-call inference API over a training RUN_DIR.
+"""Model towers and the one-call inference API over a training RUN_DIR, a library that imports nothing of training,
+data, evaluation, serving or the command line:
 
     model, processor, config = load_model("runs/tiny")
     image_vectors = embed_images(model, jpeg_bytes_or_pil_images, batch_size=256)   # (N, D) float32
     text_vectors = embed_texts(model, titles, batch_size=256)                      # (N, D) float32
+
+The configs sit beside the towers (`eclip.models.config`); the training recipes that fill them ship in
+`eclip/configs/train/` (`eclip.configs.list_configs("train")`). Names are loaded on first use, so that reading a
+config does not import torch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
+import importlib
 
-import numpy as np
-import torch
-
-from eclip.errors import EclipError
-from eclip.models.dual_encoder import DualEncoder
-from eclip.models.image_processing import eval_pixels
-from eclip.models.text import TextProcessor, build_text_tower, text_tower_from_saved
-from eclip.models.vit import VisionTransformer
-from eclip.train.config import ModelConfig, TextConfig, VisionConfig, dataclass_from_dict
-
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
-TEXT_CONFIG_FILE = "text_config.json"
-
-__all__ = ["DualEncoder", "ModelConfig", "TextConfig", "TextProcessor", "VisionConfig", "VisionTransformer",
-           "build_model", "embed_images", "embed_texts", "image_pixels", "load_model", "output_signature",
-           "same_weights", "save_model", "tokenize", "weights_fingerprint", "weights_sha256"]
+_EXPORTS = {
+    "ModelConfig": "config", "TextConfig": "config", "VisionConfig": "config",
+    "DualEncoder": "dual_encoder", "VisionTransformer": "vit", "TextProcessor": "text",
+    "CONFIG_FILE": "inference", "MODEL_FILE": "inference", "TEXT_CONFIG_FILE": "inference",
+    "TOKENIZER_FILE": "inference", "build_model": "inference", "embed_images": "inference",
+    "embed_texts": "inference", "image_pixels": "inference", "load_model": "inference", "save_model": "inference",
+    "tokenize": "inference",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def build_model(config: ModelConfig, titles=None) -> tuple[DualEncoder, dict]:
-    """A fresh dual encoder -> (model, hf_text_config); `titles` train the tokenizer of a from-scratch text tower."""
-    text_encoder, processor, hf_config = build_text_tower(config.text, titles)
-    return DualEncoder(config, text_encoder, processor), hf_config
-
-
-def save_model(model: DualEncoder, hf_text_config: dict, run_dir: Path) -> None:
-    """Tokenizer and text-tower architecture; the weights go to model.safetensors via `save_weights`."""
-    model.processor.save(run_dir / TOKENIZER_FILE)
-    (run_dir / TEXT_CONFIG_FILE).write_text(json.dumps(hf_text_config, indent=1, default=str))
-
-
-def load_model(run_dir, device: str = "cpu") -> tuple[DualEncoder, TextProcessor, ModelConfig]:
-    """A trained RUN_DIR -> (model in eval mode, text processor, model config)."""
-    from safetensors.torch import load_file
-
-    run_dir = Path(run_dir)
-    for name in (CONFIG_FILE, TOKENIZER_FILE, TEXT_CONFIG_FILE, MODEL_FILE):
-        if not (run_dir / name).is_file():
-            raise EclipError(f"{run_dir / name} is missing: {run_dir} is not a finished `eclip train` run")
-    config = dataclass_from_dict(ModelConfig, json.loads((run_dir / CONFIG_FILE).read_text())["model"],
-                                 where=str(run_dir / CONFIG_FILE))
-    text_encoder, processor = text_tower_from_saved(config.text, run_dir / TEXT_CONFIG_FILE, run_dir / TOKENIZER_FILE)
-    model = DualEncoder(config, text_encoder, processor)
-    model.load_state_dict(load_file(str(run_dir / MODEL_FILE)))
-    return model.to(device).eval(), processor, config
-
-
-def tokenize(model: DualEncoder, titles: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Titles -> input_ids (B, L), attention_mask (B, L)."""
-    return model.processor(titles)
-
-
-def image_pixels(model: DualEncoder, images) -> torch.Tensor:
-    """PIL images, JPEG bytes or paths -> eval-time pixels (B, 3, S, S), no augmentation."""
-    return eval_pixels(images, model.config.vision.image_size)
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def embed_images(model: DualEncoder, images, batch_size: int = 256) -> np.ndarray:
-    images = list(images)
-    chunks = [model.encode_image(image_pixels(model, images[i:i + batch_size]).to(_device(model))).float().cpu()
-              for i in range(0, len(images), batch_size)]
-    return torch.cat(chunks).numpy() if chunks else np.zeros((0, model.config.embed_dim), np.float32)
-
-
-@torch.no_grad()
-def embed_texts(model: DualEncoder, titles, batch_size: int = 256, on_batch=None) -> np.ndarray:
-    """Titles -> (N, D) unit rows in input order. They go through the tower in length order, so that a batch
-    carries little padding; `on_batch(n)` is called after each batch of n (a progress bar's advance)."""
-    titles = [str(title) for title in titles]
-    vectors = np.zeros((len(titles), model.config.embed_dim), np.float32)
-    order = np.argsort([len(title) for title in titles], kind="stable")
-    for start in range(0, len(titles), batch_size):
-        rows = order[start:start + batch_size]
-        input_ids, attention_mask = tokenize(model, [titles[i] for i in rows])
-        vectors[rows] = model.encode_text(input_ids.to(_device(model)), attention_mask.to(_device(model))).float().cpu()
-        if on_batch is not None:
-            on_batch(len(rows))
-    return vectors
-
-
-def weights_sha256(run_dir) -> str:
-    """sha256 of RUN_DIR's model weights."""
-    digest = hashlib.sha256()
-    with open(Path(run_dir) / MODEL_FILE, "rb") as weights:
-        for block in iter(lambda: weights.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_fingerprint(run_dir) -> dict:
-    """Size, modification time and sha256 of RUN_DIR's weights, recorded with what they produce (EMB_DIR, task
-    heads) so that `same_weights` can tell whether a model is the one that produced it."""
-    stat = (Path(run_dir) / MODEL_FILE).stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": weights_sha256(run_dir)}
-
-
-def same_weights(recorded: dict | None, run_dir) -> bool:
-    """Whether RUN_DIR's weights are those of a `weights_fingerprint`: by size and time when both agree (nothing
-    read), else by content (a copied run keeps the content, not the time)."""
-    weights = Path(run_dir) / MODEL_FILE
-    if not recorded or not weights.is_file():
-        return False
-    stat = weights.stat()
-    if [stat.st_size, stat.st_mtime_ns] == [recorded.get("size"), recorded.get("mtime_ns")]:
-        return True
-    return stat.st_size == recorded.get("size") and weights_sha256(run_dir) == recorded.get("sha256")
-
-
-def output_signature(run_dir, data_dir, options: dict) -> dict:
-    """What an output made from RUN_DIR's weights and a DATA_DIR depends on: one whose recorded signature equals
-    a fresh one is up to date (embeddings, eval reports, query encoders)."""
-    from eclip.data.store import check_complete
-
-    weights = Path(run_dir) / MODEL_FILE
-    stat = weights.stat() if weights.is_file() else None
-    return {"model": str(Path(run_dir).resolve()), "weights": [stat.st_size, stat.st_mtime_ns] if stat else None,
-            "data": str(Path(data_dir).resolve()), "data_report": check_complete(data_dir), "options": options}
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -12,7 +12,7 @@ from torch import nn
 from eclip.models.char_ngrams import CharNgrams
 from eclip.models.text import TextEncoder, TextProcessor
 from eclip.models.vit import VisionTransformer
-from eclip.train.config import ModelConfig
+from eclip.models.config import ModelConfig
 
 
 class DualEncoder(nn.Module):

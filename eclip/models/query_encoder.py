@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from eclip.errors import EclipError
-from eclip.models import weights_sha256
+from eclip.runs.atomic import atomic_write, write_text
+from eclip.runs.provenance import weights_sha256
 from eclip.models.text import TextProcessor
 
 WEIGHTS_FILE = "query_encoder.safetensors"
@@ -72,16 +73,15 @@ def embed_queries(encoder: QueryEncoder, texts, batch_size: int = 1024) -> np.nd
 
 
 def save_query_encoder(encoder: QueryEncoder, run_dir: Path, report: dict) -> None:
-    """Weights and a JSON of the shape, the teacher's digest and the distillation report, each written to a
-    temporary name first."""
+    """Weights, then a JSON of the shape, the teacher's digest and the distillation report, each atomically: a
+    meta file means both are complete."""
     from safetensors.torch import save_file
 
     weights, meta = Path(run_dir) / WEIGHTS_FILE, Path(run_dir) / META_FILE
-    save_file({name: tensor.contiguous() for name, tensor in encoder.state_dict().items()}, str(weights) + ".tmp")
-    Path(str(meta) + ".tmp").write_text(json.dumps({"shape": asdict(encoder.shape), "teacher_sha256":
-                                                    weights_sha256(run_dir), **report}, indent=1))
-    Path(str(weights) + ".tmp").replace(weights)
-    Path(str(meta) + ".tmp").replace(meta)  # last: a meta file means both are complete
+    state = {name: tensor.contiguous() for name, tensor in encoder.state_dict().items()}
+    atomic_write(weights, lambda temporary: save_file(state, str(temporary)))
+    write_text(meta, json.dumps({"shape": asdict(encoder.shape), "teacher_sha256": weights_sha256(run_dir),
+                                 **report}, indent=1))
 
 
 def query_encoder_report(run_dir) -> dict | None:

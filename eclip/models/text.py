@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from eclip.errors import EclipError
-from eclip.train.config import TextConfig
+from eclip.models.config import TextConfig
 
 SCRATCH = "scratch"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

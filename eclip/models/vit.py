@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eclip.train.config import VisionConfig
+from eclip.config import validate
+from eclip.models.config import VisionConfig
 
 
 class Attention(nn.Module):
@@ -44,16 +45,7 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, config: VisionConfig):
         super().__init__()
-        if config.image_size % config.patch_size:
-            raise ValueError(f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}")
-        if config.stem not in ("patch", "conv"):
-            raise ValueError(f"vision stem must be 'patch' or 'conv', got {config.stem!r}")
-        if config.stem == "conv" and config.patch_size & (config.patch_size - 1):
-            raise ValueError(f"a conv stem needs a power-of-two patch_size, got {config.patch_size}")
-        if config.pooling not in ("cls", "mean"):
-            raise ValueError(f"vision pooling must be 'cls' or 'mean', got {config.pooling!r}")
-        if not 0 <= config.mask_ratio < 1:
-            raise ValueError(f"vision mask_ratio must be in [0, 1), got {config.mask_ratio}")
+        validate(config)
         self.config = config
         self.mask_ratio = config.mask_ratio  # the training loop sets 0 for FLIP's unmasked tuning at the end
         patches = (config.image_size // config.patch_size) ** 2

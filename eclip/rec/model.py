@@ -8,41 +8,35 @@ The output layer is tied to the same item representations.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from eclip.config import option, require
 from eclip.rec.data import PAD, Batch, pad_left
 
 
 @dataclass
 class ModelConfig:
-    dim: int = 64
-    layers: int = 2
-    heads: int = 2
-    max_len: int = 50            # last-N truncation; the [mask] appended at inference counts as one of the N
-    dropout: float = 0.3
-    attention_dropout: float = 0.3
-    causal: bool = False         # False: BERT4Rec (bidirectional, Cloze); True: SASRec-style (causal, next item)
-    id_dropout: float = 0.0      # with content features: share of items whose ID part is dropped per training step
-    embedding_norm: bool = False  # BERT's LayerNorm over item + position embeddings: a large gain on Amazon Beauty
-                                  # (configs/rec-beauty.toml), a loss in short runs on small data (docs/recommendation.md)
+    dim: int = option(64, "item and hidden dimension", low=1)
+    layers: int = option(2, "Transformer blocks", low=1)
+    heads: int = option(2, "attention heads; each takes dim / heads", low=1)
+    max_len: int = option(50, "last-N truncation; the [mask] appended at inference counts as one of the N", low=1)
+    dropout: float = option(0.3, "dropout of the blocks and the embeddings", low=0, below=1)
+    attention_dropout: float = option(0.3, "dropout of the attention weights", low=0, below=1)
+    causal: bool = option(False, "false: BERT4Rec (bidirectional, Cloze); true: SASRec-style (causal, next item)")
+    id_dropout: float = option(0.0, "with content features: share of items whose ID part is dropped per training "
+                                    "step", low=0, below=1)
+    # A large gain on Amazon Beauty (the shipped `beauty` recipe), a loss in short runs on small data
+    # (docs/recommendation.md).
+    embedding_norm: bool = option(False, "BERT's LayerNorm over item + position embeddings")
 
-    def __post_init__(self):
-        for name in ("dim", "layers", "heads", "max_len"):
-            if not getattr(self, name) >= 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}; each head takes dim / heads")
-        for name in ("dropout", "attention_dropout", "id_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 0 and below 1, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def check(self) -> None:
+        require(self.dim % self.heads == 0, f"dim {self.dim} is not divisible by heads {self.heads}; each head takes "
+                                            "dim / heads")
 
 
 class Block(nn.Module):

@@ -15,7 +15,7 @@ import torch
 
 from eclip.errors import EclipError
 from eclip.rec.evaluate import Popularity, Scorer, evaluate, sample_negatives
-from eclip.rec.train import TrainedRun, load_run
+from eclip.rec.run import TrainedRun, load_run
 
 METRICS = ("HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR")
 

@@ -25,7 +25,7 @@ from PIL import Image
 from eclip.errors import EclipError
 from eclip.serve.config import ServeConfig
 from eclip.serve.engine import Query, RequestError, SearchEngine
-from eclip.tasks.embeddings import fuse
+from eclip.index.embed import fuse
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SWAGGER_DIR = Path(swagger_ui.__file__).parent / "static"  # Swagger UI 5 (OpenAPI 3.1) for /docs, served from here
@@ -320,7 +320,7 @@ def serve(run_dir: Path, emb_dir: Path, data_dir: Path | None, config: ServeConf
     each worker process loads its own engine (and follows the others' updates through the journal)."""
     import uvicorn
 
-    from eclip.serve.store import ProductIndex
+    from eclip.index.journal import ProductIndex
 
     ProductIndex(emb_dir).compact()  # alone now: the workers only append and follow
     options = dict(host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5)

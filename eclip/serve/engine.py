@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from eclip.config import validate
 from eclip.errors import EclipError
 from eclip.serve.config import ServeConfig
-from eclip.serve.store import Operation, ProductIndex
-from eclip.tasks.embeddings import check_embedded_by, fuse
-from eclip.tasks.similarity import normalize_rows
+from eclip.index.journal import Operation, ProductIndex
+from eclip.index.embed import check_embedded_by, fuse
+from eclip.index.vectors import normalize_rows
 
 # Labels of products that have no category head: the leaf of the path, as catalogues name it.
 ZERO_SHOT_TEMPLATES = ["{}", "a photo of {}", "a product photo of a {}"]
@@ -73,12 +74,12 @@ class Catalog:
 class SearchEngine:
     def __init__(self, run_dir: str | Path, emb_dir: str | Path, data_dir: str | Path | None, config: ServeConfig):
         from eclip.models import load_model
-        from eclip.tasks.heads import HEADS_DIR, load_current_heads
+        from eclip.eval.heads import HEADS_DIR, load_current_heads
 
         import faiss
         import torch
 
-        config.validate()
+        validate(config)
         self.config = config
         # Intra-op threads only pay off on big batches; on a busy machine they spin against each other.
         if config.threads > 0:
@@ -194,7 +195,7 @@ class SearchEngine:
     def classify(self, image_vector: np.ndarray | None, text_vector: np.ndarray | None, top: int = 5) -> dict:
         """Category (with scores), attributes and adult score: the task heads of RUN_DIR/heads when they exist and
         every vector they read is available, else a zero-shot category from the served category names."""
-        from eclip.tasks.heads import apply_head, head_view
+        from eclip.eval.heads import apply_head, head_view
 
         available = {"image": image_vector, "text": text_vector,
                      "fused": fuse(image_vector[None], text_vector[None])[0]
@@ -228,7 +229,7 @@ class SearchEngine:
 
     def _zero_shot_classifier(self) -> tuple[list[str], np.ndarray]:
         """The deepest category paths served, each named by its leaf; rebuilt only when that set changes."""
-        from eclip.tasks.zeroshot import prompt_classifier
+        from eclip.eval.zeroshot import prompt_classifier
 
         paths = self.index.categories()
         depth = max((path.count(" > ") for path in paths), default=0)

@@ -3,28 +3,23 @@ final weights as safetensors."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from eclip.runs.atomic import atomic_write
+
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"step-(\d+)\.pt")
-
-
-def _atomic_write(path: Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    os.replace(temporary, path)  # a reader sees the old file or the new one, never half of one
 
 
 def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int) -> Path:
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
-    _atomic_write(path, lambda target: torch.save(state, target))
+    atomic_write(path, lambda target: torch.save(state, target))
     for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink()
     return path
@@ -47,4 +42,4 @@ def load_checkpoint(path: Path) -> dict:
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    _atomic_write(Path(path), lambda target: save_file(state, str(target)))
+    atomic_write(Path(path), lambda target: save_file(state, str(target)))

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from eclip.config import option, validate
 from eclip.data.store import read_products
 from eclip.errors import EclipError
 from eclip.models.query_encoder import (QueryEncoder, QueryEncoderShape, embed_queries, query_encoder_report,
@@ -25,19 +27,15 @@ from eclip.progress import progress_bar
 
 @dataclass
 class DistillConfig:
-    epochs: int = field(default=8, metadata={"help": "passes over the strings"})
-    batch_size: int = field(default=256, metadata={"help": "strings per step"})
-    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (one-cycle schedule)"})
-    hidden: int = field(default=1024, metadata={"help": "width of the student's MLP"})
-    queries_per_title: int = field(default=3, metadata={"help": "query-like strings cut from each train title, "
-                                                                "besides the title itself"})
-    seed: int = field(default=0, metadata={"help": "seed of the strings and of the student's start"})
-    threads: int = field(default=0, metadata={"help": "torch threads; 0 leaves the process's setting alone"})
-
-    def validate(self) -> None:
-        if min(self.epochs, self.batch_size, self.hidden) < 1 or self.queries_per_title < 0 or self.lr <= 0:
-            raise EclipError("epochs, batch size and hidden must be positive, lr above 0, queries per title at "
-                             "least 0")
+    LABEL: ClassVar[str] = "distill"
+    epochs: int = option(8, "passes over the strings", above=0)
+    batch_size: int = option(256, "strings per step", above=0)
+    lr: float = option(2e-3, "peak learning rate (one-cycle schedule)", above=0)
+    hidden: int = option(1024, "width of the student's MLP", above=0)
+    queries_per_title: int = option(3, "query-like strings cut from each train title, besides the title itself",
+                                    low=0)
+    seed: int = option(0, "seed of the strings and of the student's start", low=0)
+    threads: int = option(0, "torch threads; 0 leaves the process's setting alone", low=0)
 
 
 def query_strings(product: dict, attribute_columns: list[str], count: int, rng: random.Random) -> list[str]:
@@ -95,11 +93,12 @@ def _ms_per_query(embed, queries: list[str]) -> float:
 def distill(run_dir: Path, data_dir: Path, config: DistillConfig | None = None, force: bool = False) -> dict:
     """Train RUN_DIR's query encoder on DATA_DIR -> its report (also in RUN_DIR/query_encoder.json).
     An encoder distilled from the same weights, data and options is reused unless `force`."""
-    from eclip.models import load_model, output_signature
+    from eclip.models import load_model
+    from eclip.runs.provenance import output_signature
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     config = config or DistillConfig()
-    config.validate()
+    validate(config)
     signature = output_signature(run_dir, data_dir, asdict(config))
     existing = query_encoder_report(run_dir)
     if existing is not None and existing.get("signature") == signature and not force:
@@ -165,7 +164,7 @@ def _evaluate(model, encoder: QueryEncoder, products: list[dict], thumbnails: li
     query-like strings, text->image recall@1/10 with each (a title's positives: its group's images), and the
     milliseconds each takes for a lone query."""
     from eclip.models import embed_images, embed_texts
-    from eclip.tasks.retrieval import retrieval_scores
+    from eclip.eval.retrieval import retrieval_scores
 
     if not products:
         return None

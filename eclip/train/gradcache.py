@@ -17,15 +17,7 @@ from contextlib import nullcontext
 
 import torch
 
-
-def _rng_state(device: torch.device) -> tuple:
-    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-
-def _restore_rng(state: tuple, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
+from eclip.runs.rng import capture_rng, restore_rng
 
 
 def _sum_of_products(outputs, grads) -> torch.Tensor:
@@ -51,9 +43,9 @@ def contrastive_backward(embed, micro_batches: list, objective, scalars: list[to
     rng_states, cached = [], []
     with torch.no_grad():
         for micro_batch in micro_batches:
-            rng_states.append(_rng_state(device))
+            rng_states.append(capture_rng(device))
             cached.append(embed(micro_batch))
-    rng_after = _rng_state(device)
+    rng_after = capture_rng(device)
 
     leaves = [torch.cat(parts).float().requires_grad_() for parts in zip(*cached)]  # each (B, D)
     scalar_leaves = [scalar.detach().requires_grad_() for scalar in scalars]
@@ -66,7 +58,7 @@ def contrastive_backward(embed, micro_batches: list, objective, scalars: list[to
     for index, micro_batch in enumerate(micro_batches):
         last = index == len(micro_batches) - 1
         with nullcontext() if last else no_sync():
-            _restore_rng(rng_states[index], device)
+            restore_rng(rng_states[index], device)
             outputs = embed(micro_batch)
             rows = slice(start, start + len(outputs[0]))
             surrogate = _sum_of_products(outputs, [grad[rows] for grad in embedding_grads])
@@ -74,5 +66,5 @@ def contrastive_backward(embed, micro_batches: list, objective, scalars: list[to
                 surrogate = surrogate + _sum_of_products(scalars, scalar_grads)
             surrogate.backward()
             start = rows.stop
-    _restore_rng(rng_after, device)  # continue the stream as if each micro-batch had run once
+    restore_rng(rng_after, device)  # continue the stream as if each micro-batch had run once
     return loss.item()

@@ -28,6 +28,9 @@ from eclip.models import CONFIG_FILE, MODEL_FILE, TEXT_CONFIG_FILE, TOKENIZER_FI
 from eclip.models.dual_encoder import DualEncoder
 from eclip.models.text import text_tower_from_saved
 from eclip.progress import progress_bar
+from eclip.runs.device import resolve_device
+from eclip.runs.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
+from eclip.runs.rng import capture_rng, restore_rng
 from eclip.train.checkpoint import checkpoint_step, checkpoints, load_checkpoint, save_checkpoint, save_weights
 from eclip.train.config import Config
 from eclip.train.dataset import PairDataset
@@ -62,14 +65,6 @@ def _init_distributed(device_type: str) -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _device(config: Config) -> torch.device:
-    if config.train.device == "cuda":
-        if not torch.cuda.is_available():
-            raise EclipError("--device cuda: no CUDA device is visible; use --device cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
 def parameter_groups(model: DualEncoder, config: Config) -> list[dict]:
     """AdamW groups: no weight decay on gains, biases, tokens and the temperature; the text tower at a scaled lr."""
     groups = {}
@@ -97,31 +92,16 @@ def _restore_model(run_dir: Path, config: Config) -> DualEncoder:
     return DualEncoder(config.model, text_encoder, processor)
 
 
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _metrics_upto(path: Path, step: int) -> list[str]:
-    """Lines of metrics.jsonl for steps <= `step` (a resumed run rewrites what came after its checkpoint)."""
-    if not path.is_file():
-        return []
-    return [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+def _metrics_upto(path: Path, step: int) -> list[dict]:
+    """Records of metrics.jsonl for steps <= `step` (a resumed run rewrites what came after its checkpoint)."""
+    return [record for record in read_jsonl(path) if record["step"] <= step]
 
 
 def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, on_step=None) -> dict:
     """Train per `config` on DATA_DIR's train split into RUN_DIR; returns the last metrics line.
     `on_step(step)` is called after each finished step (tests use it to interrupt a run)."""
     data_dir, run_dir = Path(data_dir), Path(run_dir)
-    device = _device(config)
+    device = resolve_device(config.train.device)
     config = copy.deepcopy(config)
     config.train.precision = resolve_precision(config.train.precision, device)  # config.json records the outcome
     t = config.train
@@ -132,11 +112,11 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
     saved = checkpoints(run_dir)
     if saved and not resume:
         raise EclipError(f"{run_dir} already holds a training run: pass --resume to continue it, or choose another --out")
-    metrics_lines = _metrics_upto(run_dir / METRICS_FILE, t.steps)
-    if saved and checkpoint_step(saved[-1]) >= t.steps and (run_dir / CURVES_FILE).is_file() and metrics_lines:
+    metrics = _metrics_upto(run_dir / METRICS_FILE, t.steps)
+    if saved and checkpoint_step(saved[-1]) >= t.steps and (run_dir / CURVES_FILE).is_file() and metrics:
         # Finished: the final weights and curves are written after the last checkpoint. Leave them untouched,
         # so that what was computed from them (an `eclip eval` report) stays valid.
-        return json.loads(metrics_lines[-1])
+        return metrics[-1]
 
     # ---------------------------------------------------------------- data and model
     objective = Objective(t.objective, t.image_ssl_weight, t.ssl_temperature)
@@ -169,7 +149,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         stream.load_state_dict(state["sampler"])
-        _set_rng_state(state["rng"][rank], device)
+        restore_rng(state["rng"][rank], device)
         start_step = state["step"]
 
     network = model
@@ -188,12 +168,12 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
         with autocast:
             return network(**{key: value.to(device, non_blocking=True) for key, value in micro_batch.items()})
 
-    metrics_lines = _metrics_upto(run_dir / METRICS_FILE, start_step)
+    metrics = _metrics_upto(run_dir / METRICS_FILE, start_step)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         save_model(model, hf_text_config, run_dir)
-        (run_dir / METRICS_FILE).write_text("".join(line + "\n" for line in metrics_lines))
+        rewrite_jsonl(run_dir / METRICS_FILE, metrics)
 
     # ---------------------------------------------------------------- steps
     def draw(step: int, loader: ThreadPoolExecutor):
@@ -207,7 +187,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
                 stream.state_dict())
 
     model.train()
-    record = json.loads(metrics_lines[-1]) if metrics_lines else {}
+    record = metrics[-1] if metrics else {}
     with progress_bar("train", t.steps, "loss", "pairs_per_s") as advance, ThreadPoolExecutor(1) as loader:
         advance(start_step)
         upcoming = draw(start_step, loader) if start_step < t.steps else None
@@ -239,8 +219,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
                       "micro_batches": len(micro_batches), "lr": lr, "temperature": round(model.temperature, 5),
                       "pairs_per_s": round(batch_size / seconds, 1), "epoch": sampler_state["epoch"]}
             if rank == 0:
-                with open(run_dir / METRICS_FILE, "a") as metrics:
-                    metrics.write(json.dumps(record) + "\n")
+                append_jsonl(run_dir / METRICS_FILE, record)
             if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
                 _checkpoint(run_dir, step + 1, model, optimizer, scaler, sampler_state, device, rank, world,
                             t.keep_checkpoints)
@@ -255,10 +234,10 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
 
 
 def _checkpoint(run_dir, step, model, optimizer, scaler, sampler_state, device, rank, world, keep) -> None:
-    rng = [_rng_state(device)]
+    rng = [capture_rng(device)]
     if world > 1:  # every rank's dropout stream, so that each resumes exactly
         rng = [None] * world
-        dist.all_gather_object(rng, _rng_state(device))
+        dist.all_gather_object(rng, capture_rng(device))
     if rank == 0:
         state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scaler": scaler.state_dict(), "sampler": sampler_state, "rng": rng}
@@ -270,7 +249,7 @@ def plot_curves(metrics_file: Path, image_file: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
+    records = read_jsonl(metrics_file)
     steps = [r["step"] for r in records]
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     for axis, key, title in zip(axes, ("loss", "temperature", "batch_size"), ("loss", "temperature", "effective batch")):

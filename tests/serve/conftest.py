@@ -13,7 +13,8 @@ import pytest
 
 from eclip.errors import EclipError
 from eclip.serve.app import wait_until_ready
-from eclip.train.config import Config, ModelConfig, TextConfig, TrainConfig, VisionConfig
+from eclip.train.config import Config, TrainConfig
+from eclip.models.config import ModelConfig, TextConfig, VisionConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def served(prepared_fashion, tmp_path_factory) -> tuple[Path, Path, Path]:
     """-> (RUN_DIR, EMB_DIR, DATA_DIR): a 16 px ViT and a from-scratch BERT trained for one step (seconds)."""
-    from eclip.tasks.embeddings import embed_command
+    from eclip.index.embed import embed_command
     from eclip.train.loop import train
 
     root = tmp_path_factory.mktemp("served")

@@ -16,8 +16,7 @@ from eclip.models import embed_images
 from eclip.serve.app import create_app
 from eclip.serve.config import ServeConfig
 from eclip.serve.engine import SearchEngine
-from eclip.tasks.embeddings import read_embeddings
-from eclip.tasks.similarity import normalize_rows
+from eclip.index.vectors import normalize_rows, read_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -224,8 +223,8 @@ def test_classify_uses_the_saved_task_heads_when_their_view_is_given(served, tmp
 
     from sklearn.linear_model import LogisticRegression
 
-    from eclip.models import weights_fingerprint
-    from eclip.tasks.heads import HEADS_DIR, META_FILE, apply_head, load_heads, save_heads
+    from eclip.runs.provenance import weights_fingerprint
+    from eclip.eval.heads import HEADS_DIR, META_FILE, apply_head, load_heads, save_heads
 
     run_dir, emb_dir, _ = served
     run = shutil.copytree(run_dir, tmp_path / "run")

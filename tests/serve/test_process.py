@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from eclip.cli import main
-from eclip.serve.store import JOURNAL_FILE, SERVING_DIR, SNAPSHOT_FILE
+from eclip.index.journal import JOURNAL_FILE, SERVING_DIR, SNAPSHOT_FILE
 from tests.conftest import trained_further
 from tests.serve.conftest import free_port, start_server
 

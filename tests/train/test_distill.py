@@ -109,4 +109,4 @@ def test_data_without_a_train_split_is_one_line(run_dir, prepared_fashion, tmp_p
     assert main(["distill", "--model", str(tmp_path / "none"), "--data", str(data)]) == 2
     assert "not a finished `eclip train` run" in capsys.readouterr().err
     assert main(["distill", "--model", str(run), "--data", str(prepared_fashion), "--epochs", "0"]) == 2
-    assert "epochs, batch size and hidden must be positive" in capsys.readouterr().err
+    assert "bad distill config: epochs (--epochs) must be positive, got 0" in capsys.readouterr().err

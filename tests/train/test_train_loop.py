@@ -16,8 +16,10 @@ from eclip.cli import build_parser, main
 from eclip.data.store import read_products
 from eclip.errors import EclipError
 from eclip.models import embed_images, embed_texts, load_model
-from eclip.train.config import (Config, ModelConfig, TextConfig, TrainConfig, VisionConfig, _leaf_fields, _option,
-                                apply_overrides, load_config)
+import eclip.config
+from eclip.config import apply_arguments, leaf_fields
+from eclip.train.config import Config, TrainConfig, load_config
+from eclip.models.config import ModelConfig, TextConfig, VisionConfig
 from eclip.train.loop import resolve_precision, train
 from tests.train.train_helpers import rewritten_copy
 
@@ -137,7 +139,7 @@ def test_cli_overrides_every_field_kind_and_saves_the_resolved_config():
         "train", "--data", "d", "--out", "o", "--config", "tiny", "--batch-size", "512", "--lr", "0.002",
         "--objective", "siglip", "--vision-width", "96", "--text-model", "scratch", "--no-augment-flip",
         "--category-batches", "--embed-dim", "64"])
-    config = apply_overrides(load_config(args.config), args)
+    config = apply_arguments(load_config(args.config), args)
     assert (config.train.batch_size, config.train.lr, config.train.objective) == (512, 0.002, "siglip")
     assert (config.model.vision.width, config.model.text.model, config.model.embed_dim) == (96, "scratch", 64)
     assert config.augment.flip is False and config.train.category_batches is True
@@ -146,7 +148,8 @@ def test_cli_overrides_every_field_kind_and_saves_the_resolved_config():
 
 def test_every_config_field_has_a_command_line_option(monkeypatch):
     """Each leaf of the config, in every section, is reachable from `eclip train` and lands in its field."""
-    monkeypatch.setattr(Config, "validate", lambda self: None)  # the made-up values need not make sense together
+    # the made-up values need not make sense together
+    monkeypatch.setattr(eclip.config, "validate", lambda *args, **kwargs: None)
     def lookup(tree: dict, keys: tuple[str, ...]):
         for key in keys:
             tree = tree[key]
@@ -154,16 +157,16 @@ def test_every_config_field_has_a_command_line_option(monkeypatch):
 
     tiny = load_config("tiny").to_dict()
     argv, expected = ["train", "--data", "d", "--out", "o"], {}
-    for i, (path, field, kind) in enumerate(_leaf_fields(Config)):
-        keys, option = path + (field.name,), _option(path, field.name)
+    for i, (path, field, kind, option) in enumerate(leaf_fields(Config)):
+        keys = path + (field.name,)
         if kind is bool:
             expected[keys] = not lookup(tiny, keys)
             argv.append(f"--{option}" if expected[keys] else f"--no-{option}")
         else:
-            choices = [c for c in field.metadata.get("choices", ()) if c != lookup(tiny, keys)]
+            choices = [c for c in field.metadata.get("choices") or () if c != lookup(tiny, keys)]
             expected[keys] = choices[0] if choices else {int: 1000 + i, float: 0.5 + i, str: f"value-{i}"}[kind]
             argv += [f"--{option}", str(expected[keys])]
-    config = apply_overrides(load_config("tiny"), build_parser().parse_args(argv)).to_dict()
+    config = apply_arguments(load_config("tiny"), build_parser().parse_args(argv)).to_dict()
     assert {keys: lookup(config, keys) for keys in expected} == expected
     def leaves(tree: dict, path=()):
         for key, value in tree.items():

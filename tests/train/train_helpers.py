@@ -12,7 +12,7 @@ import torch
 
 from eclip.models import DualEncoder
 from eclip.models.text import TextEncoder, TextProcessor, bert_from_config, train_wordpiece
-from eclip.train.config import ModelConfig, TextConfig, VisionConfig
+from eclip.models.config import ModelConfig, TextConfig, VisionConfig
 
 VOCAB = 64
 WORDPIECE_TITLES = ["Reebok Men Black Sports Shoes", "Baggit Women Brown Handbag", "Ray-Ban Unisex Sunglasses"] * 5

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from eclip.tasks.similarity import cosine, normalize_rows
+from eclip.eval.similarity import cosine
+from eclip.index.vectors import normalize_rows
 
 
 def name_variants(name: str) -> list[str]:

@@ -15,12 +15,13 @@ import pytest
 from eclip.cli import main
 from eclip.data.store import read_products
 from eclip.models import embed_images, embed_texts, load_model
-from eclip.tasks.embeddings import fuse, read_embeddings
-from eclip.tasks.heads import apply_head, head_view, load_heads
-from eclip.tasks.report import PLOT_FILES, lookup, markdown
-from eclip.tasks.retrieval import retrieval_scores
+from eclip.index.embed import fuse
+from eclip.index.vectors import read_embeddings
+from eclip.eval.heads import apply_head, head_view, load_heads
+from eclip.eval.report import PLOT_FILES, lookup, markdown
+from eclip.eval.retrieval import retrieval_scores
 from tests.conftest import trained_further
-from tests.tasks.conftest import rewritten_copy, with_column
+from tests.eval.conftest import rewritten_copy, with_column
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eclip.tasks.similarity import cosine
+from eclip.eval.similarity import cosine
 
 
 def recall_curve(similarity: np.ndarray, query_groups: np.ndarray, gallery_groups: np.ndarray,

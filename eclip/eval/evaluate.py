@@ -14,19 +14,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.metrics import roc_auc_score
 
-from eclip.data.store import check_complete, read_products
+from eclip.data.store import read_products
+from eclip.runs.provenance import data_report, output_signature, weights_fingerprint
 from eclip.errors import EclipError
 from eclip.files import check_out_folder
 from eclip.progress import progress_bar
-from eclip.tasks import heads as task_heads
-from eclip.tasks.adult import adult_scores, precision_at_recall
-from eclip.tasks.clustering import clustering_scores
-from eclip.tasks.config import EvalConfig, to_dict
-from eclip.tasks.embeddings import SPLITS, Representation, tower_representation
-from eclip.tasks.matching import IMAGE_WEIGHTS, expand_similarity, matching_scores, setup_on_val
-from eclip.tasks.probe import classification_scores, select_probe
-from eclip.tasks.retrieval import retrieval_scores
-from eclip.tasks.zeroshot import prompt_classifier, zero_shot_predict
+from eclip.eval import heads as task_heads
+from eclip.eval.adult import adult_scores, precision_at_recall
+from eclip.eval.clustering import clustering_scores
+from eclip.config import to_dict, validate
+from eclip.eval.config import EvalConfig
+from eclip.eval.representation import Representation, tower_representation
+from eclip.index.embed import SPLITS
+from eclip.eval.matching import IMAGE_WEIGHTS, expand_similarity, matching_scores, setup_on_val
+from eclip.eval.probe import classification_scores, select_probe
+from eclip.eval.retrieval import retrieval_scores
+from eclip.eval.zeroshot import prompt_classifier, zero_shot_predict
 
 METADATA_COLUMNS = ["product_id", "title", "title_norm", "category", "group_id", "adult", "image_hash", "split"]
 LEVEL_SEPARATOR = " > "
@@ -70,7 +73,7 @@ def _whole_groups(groups: np.ndarray, cap: int, rng: np.random.Generator) -> np.
 
 
 def load_eval_data(data_dir: Path, config: EvalConfig) -> EvalData:
-    report = check_complete(data_dir)
+    report = data_report(data_dir)
     table = read_products(data_dir)
     attributes = [name for name in table.column_names if name.startswith("attr_")]
     table = table.select(METADATA_COLUMNS + attributes + ["thumbnail"])
@@ -413,12 +416,12 @@ def _versions() -> dict:
 
 def evaluate(run_dir: Path, data_dir: Path, out: Path, config: EvalConfig, force: bool = False) -> dict:
     """Score the model of RUN_DIR and the baselines on DATA_DIR -> the report (also written to OUT)."""
-    from eclip.models import load_model, output_signature, weights_fingerprint
-    from eclip.tasks.baselines import hash_representation, tfidf_representation, untrained_representation
-    from eclip.tasks.report import OWNED_FILES, REPORT_FILE, write_report
+    from eclip.models import load_model
+    from eclip.eval.baselines import hash_representation, tfidf_representation, untrained_representation
+    from eclip.eval.report import OWNED_FILES, REPORT_FILE, write_report
 
     run_dir, data_dir, out = Path(run_dir), Path(data_dir), Path(out)
-    config.validate()
+    validate(config)
     check_out_folder(out, OWNED_FILES, "eval")
     signature = output_signature(run_dir, data_dir, to_dict(config))
     heads_dir = run_dir / task_heads.HEADS_DIR
@@ -490,7 +493,7 @@ def evaluate(run_dir: Path, data_dir: Path, out: Path, config: EvalConfig, force
         "skipped": skipped,
         "notes": notes,
         "model": _model_summary(run_dir, model_config),
-        "data": {"data_dir": str(data_dir), "catalog": check_complete(data_dir).get("catalog"),
+        "data": {"data_dir": str(data_dir), "catalog": data_report(data_dir).get("catalog"),
                  "attributes": [a.removeprefix("attr_") for a in data.attributes]},
         "splits": data.sizes,
         "products_used": {split: len(titles[split]) if split in titles else 0 for split in SPLITS},

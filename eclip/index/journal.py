@@ -3,7 +3,7 @@
 Updates are operations, `add` (an upsert) and `remove`, made durable in EMB_DIR/serving/ before they are
 acknowledged:
     journal.jsonl      one JSON line per operation, appended under an exclusive file lock and fsynced
-    snapshot.parquet   the operations folded in by `compact()` (temp file + fsync + os.replace), after which the
+    snapshot.parquet   the operations folded in by `compact()` (a durable atomic write), after which the
                        journal is truncated. Replaying an operation twice gives the same state, so a crash between
                        the replace and the truncation loses nothing.
 Worker processes share the journal: each reads the lines the others appended before it answers (`sync`).
@@ -26,7 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eclip.errors import EclipError
-from eclip.tasks.embeddings import SERVING_DIR, VIEWS, load_index, read_embeddings
+from eclip.index import SERVING_DIR, VIEWS
+from eclip.index.faiss_index import load_index, search_parameters
+from eclip.index.vectors import read_embeddings
+from eclip.runs.atomic import atomic_write
 
 JOURNAL_FILE = "journal.jsonl"
 SNAPSHOT_FILE = "snapshot.parquet"
@@ -161,7 +164,8 @@ applied, creating nothing in EMB_DIR and keeping no vectors beside the FAISS ind
             if selector is False:
                 return [[] for _ in queries]
             k = max(1, min(k, len(self.row_of)))
-            params = self._search_params(selector) if selector is not None else None
+            params = (search_parameters(self.faiss_index, self.description, selector)
+                      if selector is not None else None)
             scores, rows = self.faiss_index.search(np.ascontiguousarray(queries, np.float32), k, params=params)
         return [[(int(r), float(s)) for s, r in zip(score_row, row_row) if r >= 0] for score_row, row_row in zip(scores, rows)]
 
@@ -285,13 +289,6 @@ applied, creating nothing in EMB_DIR and keeping no vectors beside the FAISS ind
                 self._masks.pop(next(iter(self._masks)))
         return self._masks[category][0]
 
-    def _search_params(self, selector):
-        kind = self.description["type"]
-        if kind == "ivf":
-            return self._faiss.SearchParametersIVF(sel=selector, nprobe=self.faiss_index.nprobe)
-        if kind == "hnsw":
-            return self._faiss.SearchParametersHNSW(sel=selector, efSearch=self.faiss_index.hnsw.efSearch)
-        return self._faiss.SearchParameters(sel=selector)
 
 
 def holds_served_updates(emb_dir: Path) -> bool:
@@ -332,16 +329,7 @@ def _write_snapshot(path: Path, operations: list[Operation], dim: int) -> None:
                       "category": pa.array([op.category for op in operations], pa.string()),
                       **{view: vectors(view) for view in VIEWS},
                       "thumbnail": pa.array([op.thumbnail for op in operations], pa.binary())})
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, temporary)
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    atomic_write(path, lambda temporary: pq.write_table(table, temporary), durable=True)
 
 
 def _read_snapshot(path: Path) -> list[Operation]:

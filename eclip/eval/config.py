@@ -1,17 +1,15 @@
-"""Options of `eclip eval`: one typed dataclass, filled from `configs/eval.toml` (or any TOML file), then from the
-command line (--tasks, --baselines)."""
+"""Options of `eclip eval`: one typed dataclass, filled from the shipped `eclip/configs/eval/default.toml` (or any
+TOML file), then from the command line (--tasks, --baselines, --set)."""
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from eclip.errors import EclipError
+from eclip.config import assign, load, require, validate
+from eclip.configs import config_path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "eval.toml"
 TASKS = ("retrieval", "category", "attributes", "matching", "clustering", "adult")
 BASELINES = ("tfidf", "image_hash", "untrained")
 VIEWS = ("image", "text", "fused")
@@ -19,6 +17,7 @@ VIEWS = ("image", "text", "fused")
 
 @dataclass
 class EvalConfig:
+    LABEL: ClassVar[str] = "eval"
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     batch_size: int = 256
@@ -45,7 +44,7 @@ class EvalConfig:
         grid = [(k, alpha) for k in self.matching_expansion_neighbours for alpha in self.matching_expansion_alphas]
         return list(dict.fromkeys((k, alpha if k else 1.0) for k, alpha in grid))
 
-    def validate(self) -> None:
+    def check(self) -> None:
         checks = [
             (set(self.tasks) <= set(TASKS), f"unknown task(s) {', '.join(sorted(set(self.tasks) - set(TASKS)))}; "
                                             f"choose from {', '.join(TASKS)}"),
@@ -71,48 +70,17 @@ class EvalConfig:
              "neither empty"),
         ]
         for ok, message in checks:
-            if not ok:
-                raise EclipError(f"bad eval config: {message}")
-
-
-def _coerce(value, kind, where: str):
-    origin = typing.get_origin(kind)
-    if origin is list:
-        (item,) = typing.get_args(kind)
-        if not isinstance(value, list):
-            raise EclipError(f"{where} must be a list, got {value!r}")
-        return [_coerce(v, item, where) for v in value]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise EclipError(f"{where} must be {kind.__name__}, got {value!r}")
-    return value
+            require(ok, message)
 
 
 def load_eval_config(path: Path | None = None, tasks: list[str] | None = None,
-                     baselines: list[str] | None = None) -> EvalConfig:
-    """The TOML file (default configs/eval.toml; dataclass defaults if that is absent), then the overrides."""
-    path = Path(path) if path else DEFAULT_CONFIG
-    data = {}
-    if path.is_file():
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise EclipError(f"{path}: cannot parse ({error})") from error
-    elif path != DEFAULT_CONFIG:
-        raise EclipError(f"{path}: no such eval config file")
-    hints = typing.get_type_hints(EvalConfig)
-    unknown = set(data) - set(hints)
-    if unknown:
-        raise EclipError(f"{path}: unknown eval option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(hints))}")
-    config = EvalConfig(**{name: _coerce(value, hints[name], f"{path}: {name}") for name, value in data.items()})
+                     baselines: list[str] | None = None, assignments: list[str] = ()) -> EvalConfig:
+    """The TOML file (default: the shipped eval defaults), then `assignments` (`--set NAME=VALUE`), then the task
+    and baseline lists."""
+    config = assign(load(EvalConfig, config_path("eval", path)), list(assignments))
     if tasks is not None:
         config.tasks = tasks
     if baselines is not None:
         config.baselines = baselines
-    config.validate()
+    validate(config)
     return config
-
-
-def to_dict(config: EvalConfig) -> dict:
-    return dataclasses.asdict(config)

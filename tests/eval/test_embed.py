@@ -15,8 +15,10 @@ import pytest
 from eclip.cli import main
 from eclip.data.store import read_products
 from eclip.models import embed_images, embed_texts, load_model
-from eclip.serve.store import JOURNAL_FILE, Operation, ProductIndex
-from eclip.tasks.embeddings import build_index, read_embeddings, search
+from eclip.index.journal import JOURNAL_FILE, Operation, ProductIndex
+from eclip.index.embed import search
+from eclip.index.faiss_index import build_index
+from eclip.index.vectors import read_embeddings
 from tests.conftest import trained_further
 
 
@@ -164,7 +166,7 @@ def test_bad_input_is_one_line(emb_dir, run_dir, prepared_fashion, tmp_path, cap
 
 
 def test_each_prompt_is_embedded_once_per_run():
-    from eclip.tasks.embeddings import _remembered
+    from eclip.eval.representation import _remembered
 
     asked = []
 

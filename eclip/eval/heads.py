@@ -13,12 +13,13 @@ one eval: `eval --tasks attributes` after a full eval leaves the category and ad
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from eclip.errors import EclipError
+from eclip.runs.atomic import building_folder, publish_folder
+from eclip.runs.provenance import same_weights
 
 HEADS_DIR = "heads"
 WEIGHTS_FILE = "heads.safetensors"
@@ -61,13 +62,10 @@ def save_heads(folder: Path, probes: dict, provenance: dict) -> list[str]:
                 heads[name] = {"data": old_meta.get("data"), "report": old_meta.get("report"), **entry,
                                "view": head_view(old_meta, name)}
                 tensors.update({key: old_tensors[key] for key in (f"{name}.weight", f"{name}.bias")})
-    building = folder.with_name(f".{folder.name}.building")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(parents=True)
+    building = building_folder(folder)
     save_file(tensors, str(building / WEIGHTS_FILE))
     (building / META_FILE).write_text(json.dumps({"heads": heads}, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    building.rename(folder)
+    publish_folder(building, folder)
     return new
 
 
@@ -95,7 +93,6 @@ def load_heads(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
 def load_current_heads(folder: Path, run_dir: Path) -> tuple[dict | None, list[str]]:
     """-> ((meta, tensors) of the heads in `folder` fit on RUN_DIR's current weights, or None), names of the heads
     left out: a head fit on other weights would read vectors it never saw."""
-    from eclip.models import same_weights
 
     if not (Path(folder) / META_FILE).is_file():
         return None, []
@@ -127,8 +124,8 @@ def apply_head(meta: dict, tensors: dict[str, np.ndarray], name: str, features: 
 def predict(run_dir: Path, task: str, image: Path | None, title: str | None, heads_dir: Path | None = None,
             top: int = 3) -> dict:
     """Label one product with the saved heads -> {head: [(class, probability), ...]} (adult adds a decision)."""
-    from eclip.models import embed_images, embed_texts, load_model, same_weights
-    from eclip.tasks.embeddings import fuse
+    from eclip.index.embed import fuse
+    from eclip.models import embed_images, embed_texts, load_model
 
     if task not in PREDICT_TASKS:
         raise EclipError(f"unknown task {task!r}; choose from {', '.join(PREDICT_TASKS)}")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from eclip.errors import EclipError
-from eclip.serve.store import JOURNAL_FILE, SERVING_DIR, Operation, ProductIndex
-from eclip.tasks.embeddings import read_embeddings
+from eclip.index.journal import JOURNAL_FILE, SERVING_DIR, Operation, ProductIndex
+from eclip.index.vectors import read_embeddings
 
 
 def unit(rng, dim: int) -> np.ndarray:

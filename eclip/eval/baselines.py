@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from eclip.tasks.embeddings import Representation, tower_representation
+from eclip.eval.representation import Representation, tower_representation
 
 TFIDF_TASKS = frozenset({"category", "attributes", "matching", "clustering", "adult"})
 HASH_TASKS = frozenset({"matching"})

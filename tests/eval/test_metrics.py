@@ -9,20 +9,20 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
 from eclip.errors import EclipError
-from eclip.tasks.adult import precision_at_recall
-from eclip.tasks.baselines import hash_digits, hash_similarity
-from eclip.tasks.clustering import clustering_scores
-from eclip.tasks.config import load_eval_config
-from eclip.tasks.config import EvalConfig
-from eclip.tasks.embeddings import Representation
-from eclip.tasks.evaluate import _probe_view, _probe_views, _whole_groups, _zero_shot_view
-from eclip.tasks.heads import apply_head, head_view, load_heads, save_heads
-from eclip.tasks.matching import (IMAGE_WEIGHTS, average_precision, best_f1, best_knn_threshold, expand_similarity,
+from eclip.eval.adult import precision_at_recall
+from eclip.eval.baselines import hash_digits, hash_similarity
+from eclip.eval.clustering import clustering_scores
+from eclip.eval.config import load_eval_config
+from eclip.eval.config import EvalConfig
+from eclip.eval.representation import Representation
+from eclip.eval.evaluate import _probe_view, _probe_views, _whole_groups, _zero_shot_view
+from eclip.eval.heads import apply_head, head_view, load_heads, save_heads
+from eclip.eval.matching import (IMAGE_WEIGHTS, average_precision, best_f1, best_knn_threshold, expand_similarity,
                                   f1_at, knn_f1, matching_scores, pair_scores, setup_on_val)
-from eclip.tasks.probe import classification_scores, fit_probe, select_probe
-from eclip.tasks.report import headline_rows, lookup
-from eclip.tasks.retrieval import recall_curve, retrieval_scores
-from eclip.tasks.zeroshot import class_prompts, name_variants, prompt_classifier, zero_shot_predict
+from eclip.eval.probe import classification_scores, fit_probe, select_probe
+from eclip.eval.report import headline_rows, lookup
+from eclip.eval.retrieval import recall_curve, retrieval_scores
+from eclip.eval.zeroshot import class_prompts, name_variants, prompt_classifier, zero_shot_predict
 
 
 def test_recall_at_k_by_hand():
@@ -303,7 +303,7 @@ def test_eval_config_errors(tmp_path):
         load_eval_config(tasks=["retrieval", "colour"])
     bad = tmp_path / "eval.toml"
     bad.write_text("probe_cc = 1.0\n")
-    with pytest.raises(EclipError, match="unknown eval option.*probe_cc"):
+    with pytest.raises(EclipError, match="eval.toml: unknown key.*probe_cc"):
         load_eval_config(bad)
     bad.write_text('category_templates = ["a photo"]\n')
     with pytest.raises(EclipError, match="exactly one"):

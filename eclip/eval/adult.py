@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from eclip.tasks.matching import average_precision, precision_recall
+from eclip.eval.matching import average_precision, precision_recall
 
 
 def precision_at_recall(scores: np.ndarray, labels: np.ndarray, recall: float) -> tuple[float, float]:
