@@ -16,7 +16,8 @@ from PIL import Image
 
 from eclip.cli import main
 from eclip.data import offers as offers_module
-from eclip.data.offers import SELLER_TAGS, make_offers, vary_title
+from eclip.data.offers import make_offers
+from eclip.data.seller_edits import SELLER_TAGS, vary_title
 from eclip.errors import EclipError
 
 FASHION = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion-dev"
