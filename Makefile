@@ -9,7 +9,7 @@ DEMO := runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast bench clean browser
+.PHONY: demo test test-fast wheel-check bench clean browser
 
 # The web page's test drives Debian's chromium; without it (no root, no apt) that one test is skipped, not failed.
 browser:
@@ -34,8 +34,14 @@ demo: $(STAMP)
 	$(ECLIP) eval --model $(DEMO)/model --data $(DEMO)/data --out $(DEMO)/report
 	$(ECLIP) distill --model $(DEMO)/model --data $(DEMO)/data
 
+# The package as a user installs it (wheel -> fresh venv outside the checkout -> serve the page), then the suite
+# (last, so that its summary closes the output).
 test: $(STAMP) browser
+	bash .ci/wheel-check
 	$(PY) -m pytest -q
+
+wheel-check:
+	bash .ci/wheel-check
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
