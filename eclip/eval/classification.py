@@ -32,8 +32,8 @@ def _val_rows(rep: Representation, val_labels) -> np.ndarray:
     return np.flatnonzero(is_labelled(val_labels))
 
 
-def _classify(rep: Representation, data: EvalData, config: EvalConfig, train_labels, val_labels, test_labels,
-              views: list[str], zero_shot_names: list[str] | None, prompt_fields: dict, templates: list[str],
+def _classify(rep: Representation, config: EvalConfig, train_labels, val_labels, test_labels,
+              views: list[str], zero_shot_names: dict[str, str] | None, prompt_fields: dict, templates: list[str],
               probe_metric: str) -> TaskOutput:
     """Zero-shot (when the representation encodes text) and probe on each of `views` for one labelling; each
     probe's C is the one of `probe_cs` with the best `probe_metric` (a classification_scores key) on val."""
@@ -131,7 +131,7 @@ def run_category(rep: Representation, data: EvalData, config: EvalConfig) -> Tas
 
     def classify(train_labels, val_labels, test_labels, views):
         level_names = {p: p.split(LEVEL_SEPARATOR)[-1] for p in set(train_labels) | set(test_labels) if p}
-        return _classify(rep, data, config, train_labels, val_labels, test_labels, views, level_names, {},
+        return _classify(rep, config, train_labels, val_labels, test_labels, views, level_names, {},
                          config.category_templates, "weighted_f1")
 
     leaf = classify(train_paths, val_paths, test_paths,
@@ -169,7 +169,7 @@ def run_attributes(rep: Representation, data: EvalData, config: EvalConfig) -> T
         values = {v: v for v in set(known) if v}
         zs_view = _zero_shot_view(rep, config, train_labels, val_labels, values, {"name": name},
                                   config.attribute_templates)
-        output = _classify(rep, data, config, train_labels, val_labels, test_labels,
+        output = _classify(rep, config, train_labels, val_labels, test_labels,
                            sorted({zs_view, *_probe_views(rep, config)}), values, {"name": name},
                            config.attribute_templates, "macro_f1")
         view = _probe_view(rep, config, {v: s["val_score"] for v, s in output.scores["probe"].items()})
