@@ -13,7 +13,8 @@ def _names(text: str) -> list[str]:
 
 
 def _add_eval(sub) -> None:
-    from eclip.eval.config import BASELINES, TASKS
+    from eclip.eval.config import BASELINES
+    from eclip.eval.tasks import TASK_NAMES
 
     p = sub.add_parser(
         "eval", help="score the model on the e-CLIP downstream tasks against baselines, in one report",
@@ -25,7 +26,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a finished `eclip train` run")
     p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR", help="a DATA_DIR written by `eclip prepare`")
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="output folder")
-    p.add_argument("--tasks", type=_names, metavar="A,B", help=f"only these tasks (default all: {','.join(TASKS)})")
+    p.add_argument("--tasks", type=_names, metavar="A,B",
+                   help=f"only these tasks (default all: {','.join(TASK_NAMES)})")
     p.add_argument("--baselines", type=_names, metavar="A,B",
                    help=f"only these baselines (default all: {','.join(BASELINES)}); '' for none")
     p.add_argument("--config", metavar="NAME_OR_FILE",

@@ -9,8 +9,8 @@ from typing import ClassVar
 
 from eclip.config import assign, load, require, validate
 from eclip.configs import config_path
+from eclip.eval.tasks import TASK_NAMES
 
-TASKS = ("retrieval", "category", "attributes", "matching", "clustering", "adult")
 BASELINES = ("tfidf", "image_hash", "untrained")
 VIEWS = ("image", "text", "fused")
 
@@ -18,7 +18,7 @@ VIEWS = ("image", "text", "fused")
 @dataclass
 class EvalConfig:
     LABEL: ClassVar[str] = "eval"
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     batch_size: int = 256
     category_templates: list[str] = field(default_factory=lambda: ["{}"])
@@ -46,9 +46,10 @@ class EvalConfig:
 
     def check(self) -> None:
         checks = [
-            (set(self.tasks) <= set(TASKS), f"unknown task(s) {', '.join(sorted(set(self.tasks) - set(TASKS)))}; "
-                                            f"choose from {', '.join(TASKS)}"),
-            (bool(self.tasks), f"give at least one task: {', '.join(TASKS)}"),
+            (set(self.tasks) <= set(TASK_NAMES),
+             f"unknown task(s) {', '.join(sorted(set(self.tasks) - set(TASK_NAMES)))}; "
+             f"choose from {', '.join(TASK_NAMES)}"),
+            (bool(self.tasks), f"give at least one task: {', '.join(TASK_NAMES)}"),
             (set(self.baselines) <= set(BASELINES), f"unknown baseline(s) {', '.join(sorted(set(self.baselines) - set(BASELINES)))}; "
                                                     f"choose from {', '.join(BASELINES)}"),
             (self.zeroshot_view in VIEWS + ("auto",), f"zeroshot_view must be auto or one of {', '.join(VIEWS)}"),

@@ -6,12 +6,17 @@ Two views, as in product-matching competitions:
 - kNN with threshold: each product predicts itself plus its nearest `k` products at or above a threshold; F1
   between that set and its true group, averaged over products (Shopee's metric), threshold chosen on `val`.
 Both score a similarity that may first be expanded over each product's nearest neighbours, as chosen on `val`.
+`run_matching` scores the fused vector, or with two views the image and text cosines weighted on `val`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+
+from eclip.eval.config import EvalConfig
+from eclip.eval.data import EvalData, SkipTask, TaskOutput, has_pairs, pair_similarity
+from eclip.eval.representation import Representation
 
 
 IMAGE_WEIGHTS = tuple(round(0.1 * step, 1) for step in range(11))  # w in w * image + (1 - w) * text cosine
@@ -166,3 +171,44 @@ def setup_on_val(similarity_of, weights: list, expansions: list[tuple[int, float
             f1[weight, expansion] = best_f1(*pair_scores(expand_similarity(similarity, *expansion), groups))[0]
     best = max((setup for setup in f1 if setup[1] in expansions), key=f1.__getitem__)
     return best, max((setup for setup in f1 if setup[1] == unexpanded), key=f1.__getitem__)
+
+
+def run_matching(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOutput:
+    groups = {split: data.column(split, "group_id")[data.pair_rows[split]] for split in ("val", "test")}
+    for split in ("val", "test"):
+        if not has_pairs(groups[split]):
+            raise SkipTask(f"no catalog group has two products in {split}: matching needs multi-seller offers "
+                           f"(a catalog_id column, or `eclip offers`)")
+    primary = {split: pair_similarity(rep, data, split) for split in ("val", "test")}
+    two_views = {"image", "text"} <= set(rep.view_names())
+    if two_views:  # the two towers' cosines, weighted on val
+        image = {split: pair_similarity(rep, data, split, "image") for split in ("val", "test")}
+        text = {split: pair_similarity(rep, data, split, "text") for split in ("val", "test")}
+        weights = list(IMAGE_WEIGHTS)
+
+        def similarity_of(split, weight):
+            return weight * image[split] + (1 - weight) * text[split]
+    else:
+        weights = [None]
+
+        def similarity_of(split, weight):
+            return primary[split]
+
+    def scored(weight, expansion):
+        similarity = {split: expand_similarity(similarity_of(split, weight), *expansion) for split in ("val", "test")}
+        return matching_scores(similarity["val"], groups["val"], similarity["test"], groups["test"],
+                               config.matching_neighbours)
+
+    (weight, expansion), unexpanded = setup_on_val(lambda w: similarity_of("val", w), weights,
+                                                   config.matching_expansions(), groups["val"])
+    scores, curve = scored(weight, expansion)
+    plain = scores if unexpanded == (weight, expansion) else scored(*unexpanded)[0]
+    scores.update(expansion_neighbours=expansion[0], expansion_alpha=expansion[1],
+                  unexpanded={key: plain[key] for key in ("ap", "f1", "knn_f1")})
+    if two_views:
+        fused_vector = matching_scores(primary["val"], groups["val"], primary["test"], groups["test"],
+                                       config.matching_neighbours)[0]
+        scores.update(image_weight=weight, unexpanded_image_weight=unexpanded[0],
+                      fused_vector_f1=fused_vector["f1"], fused_vector_ap=fused_vector["ap"])
+    scores["products"] = len(groups["test"])
+    return TaskOutput(scores, {"pr": curve})

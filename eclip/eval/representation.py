@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from eclip.eval.similarity import cosine
+from eclip.eval.tasks import TASKS
 from eclip.index import VIEWS
 from eclip.index.embed import embed_products
 
@@ -38,8 +39,7 @@ def tower_representation(name: str, model, titles: dict[str, list[str]], thumbna
 
     views = {split: embed_products(model, titles[split], thumbnails[split], batch_size, f"embed {split} ({name})")
              for split in titles}
-    return Representation(name, views, primary="fused", tasks=frozenset({"retrieval", "category", "attributes",
-                                                                         "matching", "clustering", "adult"}),
+    return Representation(name, views, primary="fused", tasks=frozenset(TASKS),
                           encode_text=_remembered(lambda prompts: embed_texts(model, prompts, batch_size)),
                           every_view=every_view)
 

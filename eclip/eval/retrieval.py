@@ -1,10 +1,14 @@
 """Cross-modal retrieval (e-CLIP §3.4): a title's positives are all images of its catalog group, and the other
-way round. Recall@K is the share of queries with at least one positive among their K nearest items."""
+way round. Recall@K is the share of queries with at least one positive among their K nearest items, over the
+test split's titles and images (`run_retrieval`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from eclip.eval.config import EvalConfig
+from eclip.eval.data import EvalData, TaskOutput
+from eclip.eval.representation import Representation
 from eclip.eval.similarity import cosine
 
 
@@ -34,3 +38,10 @@ def retrieval_scores(image: np.ndarray, text: np.ndarray, groups: np.ndarray, ks
     scores = {direction: {f"r{k}": float(curve[min(k, len(curve)) - 1]) for k in ks}
               for direction, curve in curves.items()}
     return scores, curves
+
+
+def run_retrieval(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOutput:
+    views = rep.views["test"]
+    scores, curves = retrieval_scores(views["image"], views["text"], data.column("test", "group_id"),
+                                      config.recall_ks, config.curve_max_k)
+    return TaskOutput(scores, curves)

@@ -11,18 +11,21 @@ from sklearn.metrics import average_precision_score
 from eclip.errors import EclipError
 from eclip.eval.adult import precision_at_recall
 from eclip.eval.baselines import hash_digits, hash_similarity
+from eclip.eval.classification import _probe_view, _probe_views, _zero_shot_view
 from eclip.eval.clustering import clustering_scores
 from eclip.eval.config import load_eval_config
 from eclip.eval.config import EvalConfig
+from eclip.eval.data import _whole_groups
 from eclip.eval.representation import Representation
-from eclip.eval.evaluate import _probe_view, _probe_views, _whole_groups, _zero_shot_view
 from eclip.eval.heads import apply_head, head_view, load_heads, save_heads
 from eclip.eval.matching import (IMAGE_WEIGHTS, average_precision, best_f1, best_knn_threshold, expand_similarity,
                                   f1_at, knn_f1, matching_scores, pair_scores, setup_on_val)
 from eclip.eval.probe import classification_scores, fit_probe, select_probe
 from eclip.eval.report import headline_rows, lookup
 from eclip.eval.retrieval import recall_curve, retrieval_scores
+from eclip.eval.tasks import TASKS, TASK_NAMES
 from eclip.eval.zeroshot import class_prompts, name_variants, prompt_classifier, zero_shot_predict
+from eclip.index.embed import SPLITS
 
 
 def test_recall_at_k_by_hand():
@@ -315,6 +318,20 @@ def test_eval_config_errors(tmp_path):
     with pytest.raises(EclipError, match="probe_cs not empty"):
         load_eval_config(bad)
     assert load_eval_config().matching_expansions()[:3] == [(0, 1.0), (1, 1.0), (1, 3.0)]
+
+
+def test_the_task_registry_is_the_only_list_of_tasks():
+    assert EvalConfig().tasks == list(TASK_NAMES) == load_eval_config().tasks  # the shipped defaults too
+    for name in TASK_NAMES:
+        load_eval_config(tasks=[name])
+    with pytest.raises(EclipError, match=f"choose from {', '.join(TASK_NAMES)}$"):
+        load_eval_config(tasks=["colour"])
+
+
+@pytest.mark.parametrize("task", TASKS.values(), ids=TASK_NAMES)
+def test_every_registered_task_has_a_runner_and_splits(task):
+    assert callable(task.runner)
+    assert task.splits and task.splits <= set(SPLITS)
 
 
 def test_caps_keep_whole_groups():
