@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from eclip.eval.classification import _probe_view, _probe_views
+from eclip.eval.classification import probe_view, probe_views
 from eclip.eval.config import EvalConfig
 from eclip.eval.data import EvalData, SkipTask, TaskOutput
 from eclip.eval.matching import average_precision, precision_recall
@@ -52,8 +52,8 @@ def run_adult(rep: Representation, data: EvalData, config: EvalConfig) -> TaskOu
     fitted = {view: select_probe(rep.views["train"][view][known["train"]], train_y,
                                  rep.views["val"][view][known["val"]] if two_valued else None,
                                  val_y if two_valued else None, config.probe_cs, config.probe_max_iter, val_auc)
-              for view in _probe_views(rep, config)}
-    view = _probe_view(rep, config, {v: on_val for v, (_, on_val) in fitted.items()})
+              for view in probe_views(rep, config)}
+    view = probe_view(rep, config, {v: on_val for v, (_, on_val) in fitted.items()})
     probe = fitted[view][0]
     scores, curve = adult_scores(probe.predict_proba(rep.views["test"][view][known["test"]])[:, 1], test_y)
     scores.update(probe_c=float(probe.C), probe_view=view)

@@ -94,12 +94,12 @@ def _best_on_val(rep: Representation, val_scores: dict) -> str:
     return max(scored, key=lambda view: val_scores[view]) if scored else _headline_view(rep, "fused")
 
 
-def _probe_views(rep: Representation, config: EvalConfig) -> list[str]:
+def probe_views(rep: Representation, config: EvalConfig) -> list[str]:
     """The views a head is fit on: every view with probe_view "auto" (one is then chosen on val), else the one."""
     return rep.view_names() if config.probe_view == "auto" else [_headline_view(rep, config.probe_view)]
 
 
-def _probe_view(rep: Representation, config: EvalConfig, val_scores: dict) -> str:
+def probe_view(rep: Representation, config: EvalConfig, val_scores: dict) -> str:
     """The view a head reads: the configured one, or with "auto" the view whose probe scored best on val
     (`val_scores`: view -> score or None; ties: fused, text, image; no val score at all: fused)."""
     if config.probe_view != "auto":
@@ -135,8 +135,8 @@ def run_category(rep: Representation, data: EvalData, config: EvalConfig) -> Tas
                          config.category_templates, "weighted_f1")
 
     leaf = classify(train_paths, val_paths, test_paths,
-                    rep.view_names() if rep.every_view else sorted({headline["zeroshot"], *_probe_views(rep, config)}))
-    headline["probe"] = _probe_view(rep, config, {view: scores["val_score"]
+                    rep.view_names() if rep.every_view else sorted({headline["zeroshot"], *probe_views(rep, config)}))
+    headline["probe"] = probe_view(rep, config, {view: scores["val_score"]
                                                   for view, scores in leaf.scores.get("probe", {}).items()})
     scores = {kind: _summarize(by_view, headline[kind]) for kind, by_view in leaf.scores.items()}
     scores["levels"] = {}
@@ -170,9 +170,9 @@ def run_attributes(rep: Representation, data: EvalData, config: EvalConfig) -> T
         zs_view = _zero_shot_view(rep, config, train_labels, val_labels, values, {"name": name},
                                   config.attribute_templates)
         output = _classify(rep, config, train_labels, val_labels, test_labels,
-                           sorted({zs_view, *_probe_views(rep, config)}), values, {"name": name},
+                           sorted({zs_view, *probe_views(rep, config)}), values, {"name": name},
                            config.attribute_templates, "macro_f1")
-        view = _probe_view(rep, config, {v: s["val_score"] for v, s in output.scores["probe"].items()})
+        view = probe_view(rep, config, {v: s["val_score"] for v, s in output.scores["probe"].items()})
         entry = {"probe_macro_f1": output.scores["probe"][view]["macro_f1"],
                  "probe_top1": output.scores["probe"][view]["top1"],
                  "probe_c": output.scores["probe"][view]["c"], "probe_view": view,

@@ -51,7 +51,7 @@ def _add_distill(sub) -> None:
                     "and options is reused.")
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a finished `eclip train` run")
     p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR", help="a DATA_DIR written by `eclip prepare`")
-    from eclip.train.distill import DistillConfig
+    from eclip.train.config import DistillConfig
     add_arguments(p, DistillConfig(), "distillation options")
     p.add_argument("--force", action="store_true", help="distil again even if the encoder is up to date")
     p.set_defaults(handler=_run_distill)
@@ -59,7 +59,8 @@ def _add_distill(sub) -> None:
 
 def _run_distill(args) -> int:
     from eclip.config import apply_arguments
-    from eclip.train.distill import DistillConfig, distill
+    from eclip.train.config import DistillConfig
+    from eclip.train.distill import distill
 
     config = apply_arguments(DistillConfig(), args)
     report = distill(args.model, args.data, config, force=args.force)

@@ -86,6 +86,19 @@ class Config:
         return to_dict(self)
 
 
+@dataclass
+class DistillConfig:
+    LABEL: ClassVar[str] = "distill"
+    epochs: int = option(8, "passes over the strings", above=0)
+    batch_size: int = option(256, "strings per step", above=0)
+    lr: float = option(2e-3, "peak learning rate (one-cycle schedule)", above=0)
+    hidden: int = option(1024, "width of the student's MLP", above=0)
+    queries_per_title: int = option(3, "query-like strings cut from each train title, besides the title itself",
+                                    low=0)
+    seed: int = option(0, "seed of the strings and of the student's start", low=0)
+    threads: int = option(0, "torch threads; 0 leaves the process's setting alone", low=0)
+
+
 def load_config(name_or_file: str | Path) -> Config:
     """A training recipe shipped with eclip (`list_configs("train")`: tiny, small, b32-bert) or a .toml/.json file
     (a RUN_DIR's config.json included)."""

@@ -10,32 +10,19 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
-from typing import ClassVar
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from eclip.config import option, validate
+from eclip.config import validate
 from eclip.data.store import read_products
 from eclip.errors import EclipError
 from eclip.models.query_encoder import (QueryEncoder, QueryEncoderShape, embed_queries, query_encoder_report,
                                         save_query_encoder)
 from eclip.progress import progress_bar
-
-
-@dataclass
-class DistillConfig:
-    LABEL: ClassVar[str] = "distill"
-    epochs: int = option(8, "passes over the strings", above=0)
-    batch_size: int = option(256, "strings per step", above=0)
-    lr: float = option(2e-3, "peak learning rate (one-cycle schedule)", above=0)
-    hidden: int = option(1024, "width of the student's MLP", above=0)
-    queries_per_title: int = option(3, "query-like strings cut from each train title, besides the title itself",
-                                    low=0)
-    seed: int = option(0, "seed of the strings and of the student's start", low=0)
-    threads: int = option(0, "torch threads; 0 leaves the process's setting alone", low=0)
+from eclip.train.config import DistillConfig
 
 
 def query_strings(product: dict, attribute_columns: list[str], count: int, rng: random.Random) -> list[str]:

@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score
 from eclip.errors import EclipError
 from eclip.eval.adult import precision_at_recall
 from eclip.eval.baselines import hash_digits, hash_similarity
-from eclip.eval.classification import _probe_view, _probe_views, _zero_shot_view
+from eclip.eval.classification import probe_view, probe_views, _zero_shot_view
 from eclip.eval.clustering import clustering_scores
 from eclip.eval.config import load_eval_config
 from eclip.eval.config import EvalConfig
@@ -214,12 +214,12 @@ def test_probe_view_is_chosen_on_val():
     views = {split: {v: np.eye(2) for v in ("image", "text", "fused")} for split in ("train", "val", "test")}
     rep = Representation("m", views, "fused", frozenset())
     auto, fixed = EvalConfig(probe_view="auto"), EvalConfig(probe_view="image")
-    assert _probe_views(rep, auto) == ["image", "text", "fused"] and _probe_views(rep, fixed) == ["image"]
-    assert _probe_view(rep, auto, {"image": 0.9, "text": 0.7, "fused": 0.8}) == "image"
-    assert _probe_view(rep, auto, {"image": 0.8, "text": 0.8, "fused": 0.8}) == "fused"  # ties: fused, text, image
-    assert _probe_view(rep, auto, {"image": 0.8, "text": 0.8, "fused": 0.7}) == "text"
-    assert _probe_view(rep, auto, {"image": None, "text": None, "fused": None}) == "fused"  # nothing scored on val
-    assert _probe_view(rep, fixed, {"image": 0.1, "text": 0.9}) == "image"  # a configured view is used as is
+    assert probe_views(rep, auto) == ["image", "text", "fused"] and probe_views(rep, fixed) == ["image"]
+    assert probe_view(rep, auto, {"image": 0.9, "text": 0.7, "fused": 0.8}) == "image"
+    assert probe_view(rep, auto, {"image": 0.8, "text": 0.8, "fused": 0.8}) == "fused"  # ties: fused, text, image
+    assert probe_view(rep, auto, {"image": 0.8, "text": 0.8, "fused": 0.7}) == "text"
+    assert probe_view(rep, auto, {"image": None, "text": None, "fused": None}) == "fused"  # nothing scored on val
+    assert probe_view(rep, fixed, {"image": 0.1, "text": 0.9}) == "image"  # a configured view is used as is
 
 
 def test_precision_at_recall_90_by_hand():

@@ -263,7 +263,8 @@ def test_search_queries_use_the_distilled_encoder_when_the_run_has_one(served, i
 
     from eclip.errors import EclipError
     from eclip.models.query_encoder import embed_queries
-    from eclip.train.distill import DistillConfig, distill
+    from eclip.train.config import DistillConfig
+    from eclip.train.distill import distill
 
     run_dir, emb_dir, data_dir = served
     with pytest.raises(EclipError, match="eclip distill"):

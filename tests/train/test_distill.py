@@ -16,7 +16,8 @@ from eclip.errors import EclipError
 from eclip.models import embed_texts, load_model
 from eclip.models.query_encoder import (META_FILE, QueryEncoder, QueryEncoderShape, embed_queries,
                                         load_query_encoder, save_query_encoder)
-from eclip.train.distill import DistillConfig, distill, query_strings
+from eclip.train.config import DistillConfig
+from eclip.train.distill import distill, query_strings
 from tests.train.train_helpers import rewritten_copy
 
 FAST = DistillConfig(epochs=30, batch_size=64, hidden=128, threads=1)
