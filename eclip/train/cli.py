@@ -53,6 +53,7 @@ def _add_distill(sub) -> None:
     p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR", help="a DATA_DIR written by `eclip prepare`")
     from eclip.train.config import DistillConfig
     add_arguments(p, DistillConfig(), "distillation options")
+    add_set_argument(p, "epochs=12")
     p.add_argument("--force", action="store_true", help="distil again even if the encoder is up to date")
     p.set_defaults(handler=_run_distill)
 
