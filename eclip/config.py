@@ -1,6 +1,6 @@
 """The one config mechanism of every command: typed dataclasses filled from a TOML or JSON file (a named config
-shipped in `eclip/configs/` or a path), then `--set SECTION.NAME=VALUE` assignments and command-line flags
-generated from the fields' metadata, then checked in one place.
+shipped in `eclip/configs/` or a path), then command-line flags generated from the fields' metadata, then
+`--set SECTION.NAME=VALUE` assignments, then checked in one place.
 
 A field says what it is with `option(default, help, choices=..., low=..., above=..., high=..., below=...)`; a
 nested section is `section(Class, flag_prefix=...)`. Rules between fields go in the section's `check()` method,
