@@ -21,6 +21,7 @@ from eclip.eval.tasks import TASKS
 from eclip.files import check_out_folder
 from eclip.index.embed import SPLITS
 from eclip.progress import progress_bar
+from eclip.runs.jsonl import read_jsonl
 from eclip.runs.provenance import data_report, output_signature, weights_fingerprint
 
 MODEL = "model"  # the evaluated run's name in curves and plot legends, beside the baselines' names
@@ -35,9 +36,8 @@ def unknown_token_share(processor, titles: list[str]) -> float:
 
 def _model_summary(run_dir: Path, config) -> dict:
     saved = json.loads((Path(run_dir) / "config.json").read_text())
-    metrics = Path(run_dir) / "metrics.jsonl"
-    lines = metrics.read_text().splitlines() if metrics.is_file() else []
-    last = json.loads(lines[-1]) if lines else {}
+    metrics = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    last = metrics[-1] if metrics else {}
     return {"run_dir": str(run_dir), "objective": saved.get("train", {}).get("objective"),
             "steps": last.get("step"), "final_loss": last.get("loss"), "embed_dim": config.embed_dim,
             "image_size": config.vision.image_size, "text_model": config.text.model}
