@@ -304,7 +304,11 @@ def open_catalog(path: Path, mapping: ColumnMapping | None = None,
     if not path.is_file():
         raise EclipError(f"{path}: no such catalogue file")
     mapping = mapping or ColumnMapping()
-    header, read = _raw_batches(path, detect_format(path), batch_rows)
+    try:
+        header, read = _raw_batches(path, detect_format(path), batch_rows)
+    except OSError as error:  # no permission, an I/O error: the reader's own exception would be a traceback
+        raise EclipError(f"{path}: cannot read the catalogue ({error.strerror or error}); check that the file "
+                         "is readable") from None
     if not header:
         raise EclipError(f"{path}: the catalogue is empty; it needs at least one product")
     check_distinct_columns(path, header)
