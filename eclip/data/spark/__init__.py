@@ -14,7 +14,7 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-from eclip.data.catalog import detect_format
+from eclip.data.catalog import FORMATS, detect_format
 from eclip.errors import EclipError
 
 INSTALL = "pip install 'eclip[spark]'"
@@ -27,15 +27,28 @@ def require_pyspark() -> None:
         raise EclipError(f"--engine spark needs pyspark, which is not installed: {INSTALL}") from None
 
 
+def parse_conf(pairs: list[str]) -> list[tuple[str, str]]:
+    """`--spark-conf K=V` values as (key, value); a pair without '=' is refused in one line."""
+    out = []
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise EclipError(f"--spark-conf {text!r}: expected KEY=VALUE, e.g. --spark-conf spark.executor.memory=4g")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
 def catalog_files(source: Path) -> tuple[list[Path], Path]:
-    """The catalogue files a source names, in the order their rows are numbered, and the folder image paths are
-    relative to: a file (its folder), a folder of part files (the folder; names starting with '.' or '_', such as
-    _SUCCESS or .crc checksums, are not data) or a glob (the folder before its first wildcard)."""
+    """The catalogue files a source names, in the order their rows are numbered (by path), and the folder image
+    paths are relative to: a file (its folder); a folder of part files (the folder; the files with a catalogue
+    extension at any depth, but not under names starting with '.' or '_', such as _temporary or .crc, so that
+    images, _SUCCESS markers and checksums beside the parts are not read); or a glob (the folder before its first
+    wildcard; every match must be a catalogue file)."""
     source = Path(source)
     if source.is_file():
         files, root = [source], source.parent
     elif source.is_dir():
-        files = [p for p in sorted(source.rglob("*")) if p.is_file()
+        files = [p for p in sorted(source.rglob("*")) if p.is_file() and p.suffix.lower() in FORMATS
                  and not any(part.startswith((".", "_")) for part in p.relative_to(source).parts)]
         root = source
         if not files:

@@ -57,4 +57,7 @@ def connected_components(edges: DataFrame) -> DataFrame:
         raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
     leaves = current.select(F.col("hi").alias("vertex"), F.col("lo").alias("component"))
     centres = current.select(F.col("lo").alias("vertex"), F.col("lo").alias("component")).distinct()
-    return leaves.unionByName(centres)
+    labels = leaves.unionByName(centres)
+    alone = (edges.where(F.col("src") == F.col("dst")).select(F.col("src").alias("vertex")).distinct()
+             .join(labels, "vertex", "left_anti"))  # a vertex whose only edge is a self-loop is its own component
+    return labels.unionByName(alone.select("vertex", F.col("vertex").alias("component")))

@@ -19,17 +19,6 @@ LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
 _ECLIP_ERROR = re.compile(r"eclip\.errors\.EclipError: (.+)")
 
 
-def parse_conf(pairs: list[str]) -> list[tuple[str, str]]:
-    """`--spark-conf K=V` values as (key, value); a pair without '=' is refused in one line."""
-    out = []
-    for text in pairs:
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise EclipError(f"--spark-conf {text!r}: expected KEY=VALUE, e.g. --spark-conf spark.executor.memory=4g")
-        out.append((key.strip(), value.strip()))
-    return out
-
-
 def spark_session(master: str | None, conf: list[tuple[str, str]], workers: int) -> tuple[SparkSession, bool]:
     """The session to run on, and whether this call started it (then the caller stops it when done).
 
