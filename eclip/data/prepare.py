@@ -7,6 +7,9 @@ Three stages, each shaped for a cluster as much as for one machine:
    spool (DuckDB spills to disk), near-duplicates a FAISS range search over the descriptors and an ORB check
    of the uncertain pairs (`verify.py`);
 3. write: the spool is streamed once more, joined with the decisions, into shards and `rejected.parquet`.
+
+`--engine spark` runs the same stages on Spark (`eclip.data.spark`); this module keeps what both engines share:
+the checks before any work, the fingerprint, the report and the atomic publish.
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ def spark_session(master: str | None, conf: list[tuple[str, str]], workers: int)
 
     master None is `local[workers]`. A session already running in this process (a notebook's, the tests') is
     used as it is: Spark fixes master and static settings when it starts."""
+    # Under spark-submit the master and the settings are spark-submit's (its JVM is already up): add none.
+    submitted = master is None and "PYSPARK_GATEWAY_PORT" in os.environ
     master = master or f"local[{workers}]"
-    local = master.startswith("local")
+    local = master.startswith("local") and not submitted
     # Executors start this very interpreter (the venv with eclip in it) unless the user names another one
     # (PYSPARK_PYTHON or spark.pyspark.python, e.g. a packed environment on a cluster).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -39,10 +41,14 @@ def spark_session(master: str | None, conf: list[tuple[str, str]], workers: int)
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
     settings.update(conf)
     started = SparkSession.getActiveSession() is None
-    builder = SparkSession.builder.master(master).appName(APP_NAME)
+    builder = SparkSession.builder.appName(APP_NAME)
+    if not submitted:
+        builder = builder.master(master)
+    else:
+        settings.pop("spark.driver.extraJavaOptions", None)
     for key, value in settings.items():
         builder = builder.config(key, value)
-    with spark_errors(f"starting Spark (--spark-master {master})"):
+    with spark_errors("starting Spark" if submitted else f"starting Spark (--spark-master {master})"):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark, started
