@@ -156,6 +156,17 @@ def test_bad_input_fails_on_spark_with_the_local_line(spark, tmp_path, capsys):
         assert not list(tmp_path.glob("*out*")) and not list(tmp_path.glob(".*")), name  # nothing left behind
 
 
+def test_other_spark_failures_are_one_line_saying_what_was_being_done(spark, tmp_path):
+    from eclip.data.spark.session import spark_errors
+
+    with pytest.raises(EclipError) as caught, spark_errors(f"reading {tmp_path / 'nothing'}"):
+        spark.read.parquet(str(tmp_path / "nothing")).count()
+    message = str(caught.value)
+    assert "\n" not in message and "at org." not in message
+    assert message.startswith(f"Spark failed while reading {tmp_path / 'nothing'}: [PATH_NOT_FOUND]")
+    assert message.endswith("check --spark-master, --spark-conf and the executors' logs")
+
+
 def test_a_part_folder_needs_the_spark_engine_and_spark_options_need_it_too(tmp_path, capsys):
     (tmp_path / "parts").mkdir()
     with pytest.raises(EclipError, match="folder or glob of part files is read by --engine spark only"):

@@ -66,7 +66,8 @@ def spark_errors(doing: str):
         found = _ECLIP_ERROR.findall(text)
         if found:
             raise EclipError(found[-1].strip()) from None
-        raise EclipError(f"Spark failed while {doing}: {_first_line(error)}") from None
+        raise EclipError(f"Spark failed while {doing}: {_first_line(error)}; check --spark-master, --spark-conf "
+                         "and the executors' logs") from None
 
 
 def _first_line(error: Exception) -> str:
