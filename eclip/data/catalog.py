@@ -266,43 +266,66 @@ def _blank_to_null(values: pa.Array) -> pa.Array:
     return pc.if_else(blank, pa.scalar(None, pa.string()), values)
 
 
-def _canonical(batch: pa.RecordBatch, resolved: dict[str, str], mapping: ColumnMapping, first_row: int) -> pa.RecordBatch:
-    data: dict[str, pa.Array] = {"row": pa.array(range(first_row, first_row + batch.num_rows), pa.int64())}
-    column = lambda name: batch.column(batch.schema.get_field_index(name))
+def canonical_batch(raw: pa.RecordBatch, resolved: dict[str, str], mapping: ColumnMapping,
+                    first_row: int) -> pa.RecordBatch:
+    """The canonical batch of `raw` (the source columns `open_catalog` reads, as text), its rows numbered from
+    `first_row`: the one column mapping, whichever engine reads the file."""
+    data: dict[str, pa.Array] = {"row": pa.array(range(first_row, first_row + raw.num_rows), pa.int64())}
+    column = lambda name: raw.column(raw.schema.get_field_index(name))
     for name, source in resolved.items():
         data[name] = _blank_to_null(column(source))
     for name in ("product_id", "catalog_id"):  # the duplicate checks must see ' p1' and 'p1' as one id
         if name in data:
             data[name] = pc.utf8_trim_whitespace(data[name])
     if mapping.image_template:
-        rows = batch.select(mapping.template_fields()).to_pylist()
+        rows = raw.select(mapping.template_fields()).to_pylist()
         data["image"] = pa.array([mapping.image_template.format(**{k: (v or "") for k, v in r.items()}) for r in rows], pa.string())
     if mapping.category_columns:
         parts = [column(c).to_pylist() for c in mapping.category_columns]
         data["category"] = pa.array([" > ".join(p.strip() for p in path if p and p.strip()) or None for path in zip(*parts)], pa.string())
     if "adult" in data:
         data["adult"] = pa.array([flag_value(v) for v in data["adult"].to_pylist()], pa.bool_())
-    return pa.RecordBatch.from_pydict(data)
+    return pa.RecordBatch.from_pydict(data, schema=canonical_schema(resolved, mapping))
 
 
-def read_catalog(path: Path, mapping: ColumnMapping | None = None, batch_rows: int = 256) -> Iterator[pa.RecordBatch]:
-    """Stream the catalogue as canonical record batches; raises EclipError on unusable input before yielding."""
+def canonical_schema(resolved: dict[str, str], mapping: ColumnMapping) -> pa.Schema:
+    """The columns `canonical_batch` gives for this resolved mapping, in its order."""
+    names = ["row", *resolved]
+    names += ["image"] * bool(mapping.image_template) + ["category"] * bool(mapping.category_columns)
+    kind = {"row": pa.int64(), "adult": pa.bool_()}
+    return pa.schema([(name, kind.get(name, pa.string())) for name in names])
+
+
+def open_catalog(path: Path, mapping: ColumnMapping | None = None,
+                 batch_rows: int = 256) -> tuple[dict[str, str], Iterator[pa.RecordBatch]]:
+    """The resolved mapping (canonical field -> source column) of one catalogue file and a stream of its source
+    columns as text batches; raises EclipError on unusable input before yielding."""
     path = Path(path)
     if not path.is_file():
         raise EclipError(f"{path}: no such catalogue file")
     mapping = mapping or ColumnMapping()
-    header, read = _raw_batches(path, detect_format(path), batch_rows)
+    try:
+        header, read = _raw_batches(path, detect_format(path), batch_rows)
+    except OSError as error:  # no permission, an I/O error: the reader's own exception would be a traceback
+        raise EclipError(f"{path}: cannot read the catalogue ({error.strerror or error}); check that the file "
+                         "is readable") from None
     if not header:
         raise EclipError(f"{path}: the catalogue is empty; it needs at least one product")
     check_distinct_columns(path, header)
     resolved = mapping.resolve(header, path)
     raw = read(mapping.source_columns(resolved))
+    return resolved, (batch for batch in raw if batch.num_rows)
+
+
+def read_catalog(path: Path, mapping: ColumnMapping | None = None, batch_rows: int = 256) -> Iterator[pa.RecordBatch]:
+    """Stream the catalogue as canonical record batches; raises EclipError on unusable input before yielding."""
+    mapping = mapping or ColumnMapping()
+    resolved, raw = open_catalog(path, mapping, batch_rows)
 
     def stream():
         first_row = 1
         for batch in raw:
-            if batch.num_rows:
-                yield _canonical(batch, resolved, mapping, first_row)
-                first_row += batch.num_rows
+            yield canonical_batch(batch, resolved, mapping, first_row)
+            first_row += batch.num_rows
 
     return stream()

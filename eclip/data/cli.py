@@ -20,7 +20,8 @@ def _add_prepare(sub) -> None:
         "prepare", help="clean, filter and deduplicate a catalogue into Parquet shards (e-CLIP §3.2)",
         description="Read a CSV/JSONL/Parquet catalogue, reject invalid products and duplicates with a "
                     "reason each, and write Parquet shards, rejected.parquet, catalog.duckdb and report.json.")
-    p.add_argument("catalog", type=Path, help="catalogue file: .csv, .jsonl/.ndjson or .parquet")
+    p.add_argument("catalog", type=Path, help="catalogue file: .csv, .tsv, .jsonl/.ndjson or .parquet; with --engine "
+                                              "spark also a folder or glob of such part files")
     p.add_argument("--out", type=Path, required=True,
                    help="output DATA_DIR: a new or empty folder, or a DATA_DIR an earlier `eclip prepare` wrote")
     p.add_argument("--map", dest="mapping", type=_key_value, action="append", default=[], metavar="FIELD=COLUMN",
@@ -35,6 +36,14 @@ def _add_prepare(sub) -> None:
     add_arguments(p, PrepareConfig(), "filters and deduplication")
     add_set_argument(p, "near_duplicate_threshold=0.99")
     p.add_argument("--force", action="store_true", help="rebuild even if DATA_DIR holds a finished run with the same input and options")
+    engine = p.add_argument_group("engine")
+    engine.add_argument("--engine", choices=("local", "spark"), default="local",
+                        help="local: this machine's cores (default, the reference); spark: the same stages on Spark, "
+                             "the same output (needs pip install 'eclip[spark]')")
+    engine.add_argument("--spark-master", metavar="URL",
+                        help="Spark master, e.g. spark://host:7077 or yarn (default local[--workers])")
+    engine.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Spark setting, e.g. --spark-conf spark.executor.memory=8g (repeatable)")
     p.set_defaults(handler=_run_prepare)
 
 
@@ -44,8 +53,19 @@ def _run_prepare(args) -> int:
     from eclip.data.config import PrepareConfig
     from eclip.data.prepare import prepare
 
+    from eclip.errors import EclipError
+
+    if args.engine != "spark" and (args.spark_master or args.spark_conf):
+        raise EclipError("--spark-master and --spark-conf need --engine spark")
     mapping = ColumnMapping.from_cli(args.mapping, args.image_template, args.category_columns, args.attribute_columns)
-    report = prepare(args.catalog, args.out, mapping, apply_arguments(PrepareConfig(), args), force=args.force)
+    spark_conf = []
+    if args.engine == "spark":
+        from eclip.data.spark import parse_conf, require_pyspark
+
+        require_pyspark()
+        spark_conf = parse_conf(args.spark_conf)
+    report = prepare(args.catalog, args.out, mapping, apply_arguments(PrepareConfig(), args), force=args.force,
+                     engine=args.engine, spark_master=args.spark_master, spark_conf=spark_conf)
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(report["rejected"].items())) or "none"
     print(f"{report['input_rows']} rows: {report['accepted']} accepted, {sum(report['rejected'].values())} rejected "
           f"({rejected}); {report['duplicate_groups']} duplicate groups; {report['seconds']:.1f}s -> {args.out}")

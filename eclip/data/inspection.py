@@ -1,7 +1,7 @@
 """The per-row stage of `prepare`: one Arrow record batch in, the same rows with their checks out.
 
 `inspect_batch` is a pure function of a canonical batch (see `catalog.py`), so it runs unchanged in a local
-process pool today and under Spark's `mapInArrow` or Ray's `map_batches` tomorrow. It adds:
+process pool and under Spark's `mapInArrow` (`eclip.data.spark.rows`). It adds:
 `title_norm`, `price_value`, `width`, `height`, `image_hash`, `thumbnail`, `descriptor`, and
 `reject_reason`/`reject_detail` (null when the row passed every per-row check).
 """

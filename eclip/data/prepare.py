@@ -7,6 +7,9 @@ Three stages, each shaped for a cluster as much as for one machine:
    spool (DuckDB spills to disk), near-duplicates a FAISS range search over the descriptors and an ORB check
    of the uncertain pairs (`verify.py`);
 3. write: the spool is streamed once more, joined with the decisions, into shards and `rejected.parquet`.
+
+`--engine spark` runs the same stages on Spark (`eclip.data.spark`); this module keeps what both engines share:
+the checks before any work, the fingerprint, the report and the atomic publish.
 """
 
 from __future__ import annotations
@@ -242,22 +245,59 @@ def _product_table(kept: pa.Table, weak: dict, schema: pa.Schema, config: Prepar
 
 
 # ---------------------------------------------------------------- the command
-def _fingerprint(catalog: Path, mapping: ColumnMapping, config: PrepareConfig) -> str:
-    stat = catalog.stat()
-    payload = json.dumps([str(catalog.resolve()), stat.st_size, stat.st_mtime_ns, mapping.__dict__, config.to_dict()],
-                         sort_keys=True, default=list)
+ENGINES = ("local", "spark")
+
+
+def _fingerprint(files: list[Path], mapping: ColumnMapping, config: PrepareConfig) -> str:
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    # One file keeps the payload it always had, so a DATA_DIR prepared before folders were read stays reused.
+    inputs = list(stats[0]) if len(stats) == 1 else [list(s) for s in stats]
+    payload = json.dumps([*inputs, mapping.__dict__, config.to_dict()], sort_keys=True, default=list)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _build_locally(catalog: Path, building: Path, mapping: ColumnMapping,
+                   config: PrepareConfig) -> tuple[int, int, dict[str, int], int, list[float]]:
+    """The three stages in this process and its pool: (input rows, accepted, rejected by reason, duplicate
+    groups, the end time of each stage)."""
+    batches = read_catalog(catalog, mapping, config.batch_rows)
+    input_rows = _run_per_row_stage(batches, catalog.parent.resolve(), config, building / SPOOL)
+    if input_rows == 0:
+        raise EclipError(f"{catalog}: the catalogue has a header but no products")
+    stage_ends = [time.perf_counter()]
+    decisions, weak, group_rows = _global_decisions(building / SPOOL, config)
+    stage_ends.append(time.perf_counter())
+    accepted, rejected = _write_outputs(building / SPOOL, building, config, decisions, weak, group_rows)
+    shutil.rmtree(building / SPOOL)
+    stage_ends.append(time.perf_counter())
+    return input_rows, accepted, rejected, len({g[0] for g in group_rows}), stage_ends
+
+
 def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None = None,
-            config: PrepareConfig | None = None, force: bool = False) -> dict:
-    """Run the whole pipeline; returns the report (also written to OUT/report.json)."""
+            config: PrepareConfig | None = None, force: bool = False, engine: str = "local",
+            spark_master: str | None = None, spark_conf: list[tuple[str, str]] = ()) -> dict:
+    """Run the whole pipeline; returns the report (also written to OUT/report.json).
+
+    engine "spark" runs the stages on Spark (`eclip.data.spark`) and also reads a folder or glob of part files;
+    both engines give the same DATA_DIR, so a finished one is reused whichever engine built it."""
     catalog, out = Path(catalog), Path(out)
     mapping, config = mapping or ColumnMapping(), config or PrepareConfig()
     validate(config)
-    if not catalog.is_file():
+    if engine not in ENGINES:
+        raise EclipError(f"--engine {engine!r}: choose {' or '.join(ENGINES)}")
+    if engine == "spark":
+        from eclip.data.spark import build_on_spark, catalog_files, require_pyspark
+
+        require_pyspark()
+        files, root = catalog_files(catalog)
+    elif catalog.is_dir() or not catalog.exists() and any(c in str(catalog) for c in "*?["):
+        raise EclipError(f"{catalog}: a folder or glob of part files is read by --engine spark only; "
+                         "give one catalogue file, or add --engine spark")
+    elif not catalog.is_file():
         raise EclipError(f"{catalog}: no such catalogue file")
-    fingerprint = _fingerprint(catalog, mapping, config)
+    else:
+        files = [catalog]
+    fingerprint = _fingerprint(files, mapping, config)
     previous = store.prepared_report(out)
     if not force and previous is not None and previous["fingerprint"] == fingerprint:
         if not (out / store.CATALOG_DB).is_file():
@@ -267,16 +307,11 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
     started = time.perf_counter()
     building = building_folder(out)
     try:
-        batches = read_catalog(catalog, mapping, config.batch_rows)
-        input_rows = _run_per_row_stage(batches, catalog.parent.resolve(), config, building / SPOOL)
-        if input_rows == 0:
-            raise EclipError(f"{catalog}: the catalogue has a header but no products")
-        stage_ends = [time.perf_counter()]
-        decisions, weak, group_rows = _global_decisions(building / SPOOL, config)
-        stage_ends.append(time.perf_counter())
-        accepted, rejected = _write_outputs(building / SPOOL, building, config, decisions, weak, group_rows)
-        shutil.rmtree(building / SPOOL)
-        stage_ends.append(time.perf_counter())
+        if engine == "spark":
+            built = build_on_spark(files, root, building, mapping, config, spark_master, list(spark_conf))
+        else:
+            built = _build_locally(catalog, building, mapping, config)
+        input_rows, accepted, rejected, duplicate_groups, stage_ends = built
         if accepted + sum(rejected.values()) != input_rows:
             raise RuntimeError(f"row accounting broke: {input_rows} in, {accepted} accepted, {rejected} rejected")
         splits = {}
@@ -285,12 +320,12 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
                 splits[str(name)] = splits.get(str(name), 0) + int(count)
         report = {
             "catalog": str(catalog.resolve()), "input_rows": input_rows, "accepted": accepted,
-            "rejected": dict(sorted(rejected.items())), "duplicate_groups": len({g[0] for g in group_rows}),
+            "rejected": dict(sorted(rejected.items())), "duplicate_groups": duplicate_groups,
             "splits": splits, "seconds": round(time.perf_counter() - started, 3),
             "stage_seconds": {name: round(end - start, 3) for name, start, end in
                               zip(("rows", "decisions", "write"), [started, *stage_ends], stage_ends)},
             "options": config.to_dict(), "mapping": {k: v for k, v in mapping.__dict__.items()},
-            "fingerprint": fingerprint,
+            "engine": engine, "fingerprint": fingerprint,
         }
         text = json.dumps(report, indent=2, default=list)
         report = json.loads(text)  # the caller sees exactly what a later run reads back

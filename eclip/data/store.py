@@ -46,13 +46,14 @@ def product_schema(attribute_names: list[str]) -> pa.Schema:
 
 
 class ShardWriter:
-    """Writes accepted products into `shards/part-NNNNN.parquet`, a new file every `rows_per_shard` rows."""
+    """Writes accepted products into `shards/part-NNNNN.parquet`, a new file every `rows_per_shard` rows, numbered
+    from `first_shard` (on Spark each task writes its own run of shards)."""
 
-    def __init__(self, folder: Path, schema: pa.Schema, rows_per_shard: int):
+    def __init__(self, folder: Path, schema: pa.Schema, rows_per_shard: int, first_shard: int = 0):
         self.folder = folder / SHARDS
         self.folder.mkdir(parents=True, exist_ok=True)
         self.schema, self.rows_per_shard = schema, rows_per_shard
-        self.writer, self.rows_in_shard, self.shards = None, 0, 0
+        self.writer, self.rows_in_shard, self.shards = None, 0, first_shard
 
     def write(self, table: pa.Table) -> None:
         while table.num_rows:

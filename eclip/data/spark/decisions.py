@@ -1,0 +1,129 @@
+"""Stage 2 on Spark: the local engine's global decisions as group-bys, connected components and one call per
+component.
+
+- duplicate product ids: a window per product_id, the first row wins;
+- boilerplate titles: distinct image hashes per title_norm over `--boilerplate-max-images`;
+- exact keys (title, image hash): each row linked to the first row of its key, a star per key;
+- near-duplicate images (the simple version): the descriptors are read on the driver from the spool, file by
+  file, and `dedup.verified_near_duplicates` finds and verifies the pairs, as the local engine does; the pairs
+  become edges too. A partitioned search (IVF lists as partitions) is not written yet (docs/data.md).
+
+A row's decision depends only on the rows it is linked to, directly or through others, so the links' connected
+components are decided independently: `groupBy(component).applyInArrow(decide_component)`, each component in
+row order. `decide_component` is the one place the per-component rule is called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from eclip.data.config import PrepareConfig
+from eclip.data.dedup import resolve_duplicates, verified_near_duplicates
+from eclip.data.prepare import _descriptors_for, _thumbnails_for
+from eclip.data.spark.components import connected_components
+
+DECISION = pa.schema([("row", pa.int64()), ("reason", pa.string()), ("detail", pa.string()),
+                      ("weak_catalog", pa.string()), ("group_id", pa.string()), ("product_id", pa.string()),
+                      ("method", pa.string()), ("kept", pa.bool_())])
+_DECISION_DDL = ("row long, reason string, detail string, weak_catalog string, group_id string, "
+                 "product_id string, method string, kept boolean")
+_EXACT = {"title": "title_norm", "image_hash": "image_hash"}
+
+
+def decide_component(rows: pa.Table, methods: tuple[str, ...], weak_catalogs: bool) -> pa.Table:
+    """The decisions of one connected component: rows (row, product_id, catalog_id, title_norm, image_hash,
+    near: the earlier rows it is a near-duplicate of) -> DECISION, one row each.
+
+    Greedy keep-first resolution (`dedup.resolve_duplicates`) over the component alone gives what it gives over
+    the whole catalogue, since no link leaves a component."""
+    rows = rows.sort_by("row")
+    row_ids = rows.column("row").to_numpy()
+    product_ids = rows.column("product_id").to_pylist()
+    exact = {m: np.unique(rows.column(_EXACT[m]).to_numpy(zero_copy_only=False), return_inverse=True)[1]
+             for m in methods if m in _EXACT}
+    near = None
+    if "image_embedding" in methods:
+        position = {int(r): k for k, r in enumerate(row_ids)}
+        pairs = sorted((position[int(i)], j) for j, earlier in enumerate(rows.column("near").to_pylist())
+                       for i in earlier or ())
+        near = (np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64))
+    outcome = resolve_duplicates(rows.column("catalog_id").to_pylist(), product_ids, exact, near, weak_catalogs)
+    group = [product_ids[g] if g >= 0 else None for g in outcome.group.tolist()]
+    detail = [f"duplicate_of={product_ids[d]}" if r is not None else None
+              for r, d in zip(outcome.reason, outcome.duplicate_of)]
+    return pa.table([row_ids, outcome.reason, detail, outcome.weak_catalog, group, product_ids, outcome.method,
+                     [r is None for r in outcome.reason]], schema=DECISION)
+
+
+def _near_pairs(spark: SparkSession, remaining: DataFrame, spool: Path, config: PrepareConfig) -> DataFrame | None:
+    """(src, dst) = (later row, earlier row) of every near-duplicate pair, found on the driver."""
+    rows = remaining.select("row").orderBy("row").toArrow().column("row").to_numpy()
+    if len(rows) < 2:
+        return None
+    vectors = _descriptors_for(spool, rows)
+
+    def thumbnails(positions: np.ndarray) -> dict[int, bytes]:  # pairs are positions in `rows`
+        found = _thumbnails_for(spool, rows[positions])
+        return {int(k): found[int(rows[k])] for k in positions}
+
+    left, right, _ = verified_near_duplicates(vectors, config.near_duplicate_threshold,
+                                              config.near_duplicate_verify_threshold, thumbnails, config.worker_count())
+    return spark.createDataFrame(pa.table({"src": pa.array(rows[right], pa.int64()),
+                                           "dst": pa.array(rows[left], pa.int64())}))
+
+
+def decide(spark: SparkSession, spool: Path, config: PrepareConfig) -> tuple[DataFrame, DataFrame]:
+    """(decisions: row, reason, detail, weak_catalog for every row stage 2 rejects or gives a weak catalog;
+    groups: DUPLICATE_GROUPS_SCHEMA's columns), both checkpointed."""
+    spooled = spark.read.parquet(str(spool))
+    catalog = F.col("catalog_id") if "catalog_id" in spooled.columns else F.lit(None).cast("string")
+    candidates = spooled.where(F.col("reject_reason").isNull()).select(
+        "row", "product_id", "title_norm", "image_hash", catalog.alias("catalog_id"))
+    by_id = Window.partitionBy("product_id").orderBy("row")
+    ranked = candidates.withColumn("id_rank", F.row_number().over(by_id)).withColumn("first_row", F.first("row").over(by_id))
+    same_id = ranked.where(F.col("id_rank") > 1).select(
+        "row", F.lit("duplicate_product_id").alias("reason"),
+        F.concat(F.lit("same product_id as row "), F.col("first_row").cast("string")).alias("detail"))
+    firsts = ranked.where(F.col("id_rank") == 1).drop("id_rank", "first_row")
+    limit = config.boilerplate_max_images
+    boilerplate = (firsts.groupBy("title_norm").agg(F.countDistinct("image_hash").alias("images"))
+                   .where(F.col("images") > limit))
+    boilerplate_rows = firsts.join(boilerplate, "title_norm").select(
+        "row", F.lit("title_boilerplate").alias("reason"),
+        F.format_string(f"title shared by %d distinct images (limit {limit})", "images").alias("detail"))
+    remaining = firsts.join(boilerplate, "title_norm", "left_anti").localCheckpoint(eager=True)
+
+    methods = config.dedup_methods()
+    edges = [remaining.join(remaining.groupBy(_EXACT[m]).agg(F.min("row").alias("dst")), _EXACT[m])
+             .where(F.col("row") != F.col("dst")).select(F.col("row").alias("src"), "dst")
+             for m in methods if m in _EXACT]
+    near = _near_pairs(spark, remaining, spool, config) if "image_embedding" in methods else None
+    if near is not None:
+        edges.append(near)
+    early = same_id.unionByName(boilerplate_rows).withColumn("weak_catalog", F.lit(None).cast("string"))
+    if not edges:
+        return early.localCheckpoint(eager=True), spark.createDataFrame([], _DECISION_DDL).select(
+            "group_id", "product_id", "row", "method", "kept")
+    all_edges = edges[0]
+    for more in edges[1:]:
+        all_edges = all_edges.unionByName(more)
+    components = connected_components(all_edges)
+    members = remaining.join(components, remaining["row"] == components["vertex"]).drop("vertex")
+    if near is not None:
+        earlier = near.groupBy("src").agg(F.collect_list("dst").alias("near"))
+        members = members.join(earlier, members["row"] == earlier["src"], "left").drop("src")
+    else:
+        members = members.withColumn("near", F.lit(None).cast("array<long>"))
+    weak_catalogs = config.weak_catalogs
+    decided = (members.groupBy("component")
+               .applyInArrow(lambda table: decide_component(table, methods, weak_catalogs), _DECISION_DDL)
+               .localCheckpoint(eager=True))
+    changed = decided.where(F.col("reason").isNotNull() | F.col("weak_catalog").isNotNull())
+    decisions = early.unionByName(changed.select("row", "reason", "detail", "weak_catalog"))
+    groups = decided.where(F.col("group_id").isNotNull()).select("group_id", "product_id", "row", "method", "kept")
+    return decisions.localCheckpoint(eager=True), groups
