@@ -47,8 +47,10 @@ def _run_prepare(args) -> int:
     mapping = ColumnMapping.from_cli(args.mapping, args.image_template, args.category_columns, args.attribute_columns)
     report = prepare(args.catalog, args.out, mapping, apply_arguments(PrepareConfig(), args), force=args.force)
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(report["rejected"].items())) or "none"
+    oversized = report["oversized_duplicate_groups"]
+    capped = f" ({oversized} above --max-duplicate-group, resolved keep-first)" if oversized else ""
     print(f"{report['input_rows']} rows: {report['accepted']} accepted, {sum(report['rejected'].values())} rejected "
-          f"({rejected}); {report['duplicate_groups']} duplicate groups; {report['seconds']:.1f}s -> {args.out}")
+          f"({rejected}); {report['duplicate_groups']} duplicate groups{capped}; {report['seconds']:.1f}s -> {args.out}")
     return 0
 
 

@@ -88,8 +88,9 @@ def _run_per_row_stage(batches, root: Path, config: PrepareConfig, spool: Path) 
 
 
 # ---------------------------------------------------------------- stage 2: global decisions
-def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, list]:
-    """Decisions for rows that passed stage 1: row -> (reason, detail), row -> weak catalog, duplicate-group rows."""
+def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, list, dict]:
+    """Decisions for rows that passed stage 1: row -> (reason, detail), row -> weak catalog, duplicate-group rows,
+    and the report's figures of the duplicate groups."""
     con = duckdb.connect()
     files = str(spool / "batch-*.parquet").replace("'", "''")
     has_catalog = "catalog_id" in pq.read_schema(next(spool.glob("batch-*.parquet"))).names
@@ -136,19 +137,22 @@ def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, l
         near = verified_near_duplicates(vectors, config.near_duplicate_threshold,
                                         config.near_duplicate_verify_threshold, thumbnails, config.worker_count())[:2]
     product_ids = table.column("product_id").to_pylist()
-    outcome = resolve_duplicates(table.column("catalog_id").to_pylist(), product_ids, exact_keys, near,
-                                 config.weak_catalogs)
+    outcome = resolve_duplicates(rows, table.column("catalog_id").to_pylist(), product_ids, exact_keys, near,
+                                 config.weak_catalogs, config.max_duplicate_group)
+    product_of = dict(zip(rows.tolist(), product_ids))
     weak = {}
     group_rows = []
     for k, row in enumerate(rows.tolist()):
         if outcome.reason[k] is not None:
-            decisions[row] = (outcome.reason[k], f"duplicate_of={product_ids[outcome.duplicate_of[k]]}")
+            decisions[row] = (outcome.reason[k], f"duplicate_of={product_of[outcome.duplicate_of[k]]}")
         if outcome.weak_catalog[k] is not None:
             weak[row] = outcome.weak_catalog[k]
-        if outcome.group[k] >= 0:
-            root = int(outcome.group[k])
-            group_rows.append((product_ids[root], product_ids[k], row, outcome.method[k], outcome.reason[k] is None))
-    return decisions, weak, group_rows
+        if outcome.group[k] is not None:
+            group_rows.append((product_of[outcome.group[k]], product_ids[k], row, outcome.method[k],
+                               outcome.reason[k] is None))
+    groups = {"duplicate_group_sizes": {str(size): count for size, count in sorted(outcome.group_sizes.items())},
+              "oversized_duplicate_groups": outcome.oversized_groups}
+    return decisions, weak, group_rows, groups
 
 
 def _spool_rows(spool: Path, rows: np.ndarray, column: str):
@@ -272,7 +276,7 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
         if input_rows == 0:
             raise EclipError(f"{catalog}: the catalogue has a header but no products")
         stage_ends = [time.perf_counter()]
-        decisions, weak, group_rows = _global_decisions(building / SPOOL, config)
+        decisions, weak, group_rows, group_figures = _global_decisions(building / SPOOL, config)
         stage_ends.append(time.perf_counter())
         accepted, rejected = _write_outputs(building / SPOOL, building, config, decisions, weak, group_rows)
         shutil.rmtree(building / SPOOL)
@@ -286,6 +290,7 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
         report = {
             "catalog": str(catalog.resolve()), "input_rows": input_rows, "accepted": accepted,
             "rejected": dict(sorted(rejected.items())), "duplicate_groups": len({g[0] for g in group_rows}),
+            **group_figures,
             "splits": splits, "seconds": round(time.perf_counter() - started, 3),
             "stage_seconds": {name: round(end - start, 3) for name, start, end in
                               zip(("rows", "decisions", "write"), [started, *stage_ends], stage_ends)},
