@@ -24,7 +24,9 @@ class PrepareConfig:
     near_duplicate_threshold: float = option(0.985, "cosine similarity of image descriptors at or above which two images are near-duplicates", low=0, high=1)
     near_duplicate_verify_threshold: float = option(0.94, "descriptor pairs from this cosine up to --near-duplicate-threshold are near-duplicates only if their ORB keypoints align and the aligned pixels agree (0: no verification)", low=0, high=1)
     near_duplicate_model: str | None = option(None, "RUN_DIR of a trained model whose image tower replaces the fixed descriptor for near-duplicates")
-    max_duplicate_group: int = option(1000, "duplicate groups (connected components of title, image-hash and near-duplicate links) of more rows than this are not merged whole but resolved keep-first, each row against the group's earlier kept rows: a guard against chains of look-alikes joining distinct products", low=1)
+    # 50: above fashion-dev's real groups (12 rows at most), below its largest chains of look-alikes (51-516 rows):
+    # docs/experiments/2026-12-07-dedup-connected-components.md
+    max_duplicate_group: int = option(50, "duplicate groups (connected components of title, image-hash and near-duplicate links) of more rows than this are not merged whole but resolved keep-first, each row against the group's earlier kept rows: a guard against chains of look-alikes joining distinct products", low=1)
     weak_catalogs: bool = option(False, "keep duplicates that have no catalog_id and give them a shared weak catalog_id instead of rejecting them")
     thumbnail_size: int = option(256, "longest side of the stored JPEG thumbnail", low=1)
     val_fraction: float = option(0.1, "fraction of catalog groups in the val split", low=0, high=1)
