@@ -64,11 +64,15 @@ def _run_prepare(args) -> int:
 
         require_pyspark()
         spark_conf = parse_conf(args.spark_conf)
-    report = prepare(args.catalog, args.out, mapping, apply_arguments(PrepareConfig(), args), force=args.force,
-                     engine=args.engine, spark_master=args.spark_master, spark_conf=spark_conf)
+    config = apply_arguments(PrepareConfig(), args)
+    report = prepare(args.catalog, args.out, mapping, config, force=args.force, engine=args.engine,
+                     spark_master=args.spark_master, spark_conf=spark_conf)
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(report["rejected"].items())) or "none"
+    keep_first = report["keep_first_duplicate_groups"]
+    capped = (f" ({keep_first} linked sets of more than {config.max_duplicate_group} rows resolved keep-first)"
+              if keep_first and config.max_duplicate_group > 1 else "")
     print(f"{report['input_rows']} rows: {report['accepted']} accepted, {sum(report['rejected'].values())} rejected "
-          f"({rejected}); {report['duplicate_groups']} duplicate groups; {report['seconds']:.1f}s -> {args.out}")
+          f"({rejected}); {report['duplicate_groups']} duplicate groups{capped}; {report['seconds']:.1f}s -> {args.out}")
     return 0
 
 

@@ -24,6 +24,11 @@ class PrepareConfig:
     near_duplicate_threshold: float = option(0.985, "cosine similarity of image descriptors at or above which two images are near-duplicates", low=0, high=1)
     near_duplicate_verify_threshold: float = option(0.94, "descriptor pairs from this cosine up to --near-duplicate-threshold are near-duplicates only if their ORB keypoints align and the aligned pixels agree (0: no verification)", low=0, high=1)
     near_duplicate_model: str | None = option(None, "RUN_DIR of a trained model whose image tower replaces the fixed descriptor for near-duplicates")
+    # 50: above fashion-dev's real groups (12 rows at most), below its largest chains of look-alikes (51-516 rows):
+    # docs/experiments/2026-12-07-dedup-connected-components.md
+    # 1 until the detectors' false links are fixed: merged whole, fashion-dev's groups lose 1,602 of 7,905 products
+    # to chains of look-alikes (docs/experiments/2026-12-07-dedup-connected-components.md).
+    max_duplicate_group: int = option(1, "duplicate groups (connected components of title, image-hash and near-duplicate links) of up to this many rows are merged whole (a re-upload of a removed duplicate goes with it); larger ones are resolved keep-first, each row against the group's earlier kept rows (1: every group keep-first; 50 merges real offer groups whole)", low=1)
     weak_catalogs: bool = option(False, "keep duplicates that have no catalog_id and give them a shared weak catalog_id instead of rejecting them")
     thumbnail_size: int = option(256, "longest side of the stored JPEG thumbnail", low=1)
     val_fraction: float = option(0.1, "fraction of catalog groups in the val split", low=0, high=1)

@@ -91,8 +91,9 @@ def _run_per_row_stage(batches, root: Path, config: PrepareConfig, spool: Path) 
 
 
 # ---------------------------------------------------------------- stage 2: global decisions
-def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, list]:
-    """Decisions for rows that passed stage 1: row -> (reason, detail), row -> weak catalog, duplicate-group rows."""
+def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, list, dict]:
+    """Decisions for rows that passed stage 1: row -> (reason, detail), row -> weak catalog, duplicate-group rows,
+    and the report's figures of the duplicate groups."""
     con = duckdb.connect()
     files = str(spool / "batch-*.parquet").replace("'", "''")
     has_catalog = "catalog_id" in pq.read_schema(next(spool.glob("batch-*.parquet"))).names
@@ -139,19 +140,22 @@ def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, l
         near = verified_near_duplicates(vectors, config.near_duplicate_threshold,
                                         config.near_duplicate_verify_threshold, thumbnails, config.worker_count())[:2]
     product_ids = table.column("product_id").to_pylist()
-    outcome = resolve_duplicates(table.column("catalog_id").to_pylist(), product_ids, exact_keys, near,
-                                 config.weak_catalogs)
+    outcome = resolve_duplicates(rows, table.column("catalog_id").to_pylist(), product_ids, exact_keys, near,
+                                 config.weak_catalogs, config.max_duplicate_group)
+    product_of = dict(zip(rows.tolist(), product_ids))
     weak = {}
     group_rows = []
     for k, row in enumerate(rows.tolist()):
         if outcome.reason[k] is not None:
-            decisions[row] = (outcome.reason[k], f"duplicate_of={product_ids[outcome.duplicate_of[k]]}")
+            decisions[row] = (outcome.reason[k], f"duplicate_of={product_of[outcome.duplicate_of[k]]}")
         if outcome.weak_catalog[k] is not None:
             weak[row] = outcome.weak_catalog[k]
-        if outcome.group[k] >= 0:
-            root = int(outcome.group[k])
-            group_rows.append((product_ids[root], product_ids[k], row, outcome.method[k], outcome.reason[k] is None))
-    return decisions, weak, group_rows
+        if outcome.group[k] is not None:
+            group_rows.append((product_of[outcome.group[k]], product_ids[k], row, outcome.method[k],
+                               outcome.reason[k] is None))
+    groups = {"duplicate_group_sizes": {str(size): count for size, count in sorted(outcome.group_sizes.items())},
+              "keep_first_duplicate_groups": outcome.keep_first_groups}
+    return decisions, weak, group_rows, groups
 
 
 def _spool_rows(spool: Path, rows: np.ndarray, column: str):
@@ -257,20 +261,21 @@ def _fingerprint(files: list[Path], mapping: ColumnMapping, config: PrepareConfi
 
 
 def _build_locally(catalog: Path, building: Path, mapping: ColumnMapping,
-                   config: PrepareConfig) -> tuple[int, int, dict[str, int], int, list[float]]:
-    """The three stages in this process and its pool: (input rows, accepted, rejected by reason, duplicate
-    groups, the end time of each stage)."""
+                   config: PrepareConfig) -> tuple[int, int, dict[str, int], dict, list[float]]:
+    """The three stages in this process and its pool: (input rows, accepted, rejected by reason, the report's
+    figures of the duplicate groups, the end time of each stage)."""
     batches = read_catalog(catalog, mapping, config.batch_rows)
     input_rows = _run_per_row_stage(batches, catalog.parent.resolve(), config, building / SPOOL)
     if input_rows == 0:
         raise EclipError(f"{catalog}: the catalogue has a header but no products")
     stage_ends = [time.perf_counter()]
-    decisions, weak, group_rows = _global_decisions(building / SPOOL, config)
+    decisions, weak, group_rows, group_figures = _global_decisions(building / SPOOL, config)
     stage_ends.append(time.perf_counter())
     accepted, rejected = _write_outputs(building / SPOOL, building, config, decisions, weak, group_rows)
     shutil.rmtree(building / SPOOL)
     stage_ends.append(time.perf_counter())
-    return input_rows, accepted, rejected, len({g[0] for g in group_rows}), stage_ends
+    return input_rows, accepted, rejected, {"duplicate_groups": len({g[0] for g in group_rows}), **group_figures}, \
+        stage_ends
 
 
 def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None = None,
@@ -311,7 +316,7 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
             built = build_on_spark(files, root, building, mapping, config, spark_master, list(spark_conf))
         else:
             built = _build_locally(catalog, building, mapping, config)
-        input_rows, accepted, rejected, duplicate_groups, stage_ends = built
+        input_rows, accepted, rejected, group_figures, stage_ends = built
         if accepted + sum(rejected.values()) != input_rows:
             raise RuntimeError(f"row accounting broke: {input_rows} in, {accepted} accepted, {rejected} rejected")
         splits = {}
@@ -320,7 +325,7 @@ def prepare(catalog: str | Path, out: str | Path, mapping: ColumnMapping | None 
                 splits[str(name)] = splits.get(str(name), 0) + int(count)
         report = {
             "catalog": str(catalog.resolve()), "input_rows": input_rows, "accepted": accepted,
-            "rejected": dict(sorted(rejected.items())), "duplicate_groups": duplicate_groups,
+            "rejected": dict(sorted(rejected.items())), **group_figures,
             "splits": splits, "seconds": round(time.perf_counter() - started, 3),
             "stage_seconds": {name: round(end - start, 3) for name, start, end in
                               zip(("rows", "decisions", "write"), [started, *stage_ends], stage_ends)},

@@ -164,7 +164,7 @@ def _count(values):
 
 
 def test_duplicates_point_at_the_kept_row(planted):
-    root, _, _ = planted
+    root, report, _ = planted
     rows = {r["product_id"]: r for r in pq.read_table(root / "out" / "rejected.parquet").to_pylist()}
     assert rows["reencoded"]["detail"] == f"duplicate_of={next(iter(_first_id(root)))}"
     kept = set(read_products(root / "out", columns=["product_id"]).column("product_id").to_pylist())
@@ -172,6 +172,9 @@ def test_duplicates_point_at_the_kept_row(planted):
     groups = pq.read_table(root / "out" / "duplicate_groups.parquet").to_pylist()
     offer_groups = {g["group_id"] for g in groups if g["product_id"] in ("offer-a", "offer-b")}
     assert len(offer_groups) == 1 and all(g["kept"] for g in groups if g["product_id"] == "offer-b")
+    sizes = {str(n): c for n, c in sorted(_count(_count(g["group_id"] for g in groups).values()).items())}
+    assert report["duplicate_group_sizes"] == sizes
+    assert report["keep_first_duplicate_groups"] == sum(sizes.values())  # the default: every group keep-first
 
 
 def _first_id(root):
@@ -247,6 +250,7 @@ def test_default_dedup_finishes_when_no_two_images_look_alike(tmp_path, fashion_
     catalog = _real_catalogue(tmp_path / "cat", fashion_dir, 10)  # ten distinct products: no near-duplicate pair
     report = prepare(catalog, tmp_path / "out", config=PrepareConfig(workers=1))
     assert report["accepted"] == 10 and report["rejected"] == {} and report["duplicate_groups"] == 0
+    assert report["duplicate_group_sizes"] == {} and report["keep_first_duplicate_groups"] == 0
 
 
 def test_parquet_columns_of_any_type_are_read_only_when_used(tmp_path, fashion_dir):

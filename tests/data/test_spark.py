@@ -79,8 +79,9 @@ def planted_offers(tmp_path_factory, prepared_fashion) -> Path:
 
 
 @pytest.mark.slow
-def test_spark_gives_the_local_data_dir_row_by_row(spark, planted_offers, tmp_path):
-    config = PrepareConfig(workers=1, boilerplate_max_images=2)
+@pytest.mark.parametrize("max_group", [1, 50])  # keep-first everywhere (the default), and groups merged whole
+def test_spark_gives_the_local_data_dir_row_by_row(spark, planted_offers, tmp_path, max_group):
+    config = PrepareConfig(workers=1, boilerplate_max_images=2, max_duplicate_group=max_group)
     local = prepare(planted_offers, tmp_path / "local", config=config)
     assert {"duplicate_product_id", "title_boilerplate", "image_missing", "duplicate_title"} <= set(local["rejected"])
     report = prepare(planted_offers, tmp_path / "spark", config=config, engine="spark")

@@ -9,8 +9,8 @@ component.
   become edges too. A partitioned search (IVF lists as partitions) is not written yet (docs/data.md).
 
 A row's decision depends only on the rows it is linked to, directly or through others, so the links' connected
-components are decided independently: `groupBy(component).applyInArrow(decide_component)`, each component in
-row order. `decide_component` is the one place the per-component rule is called.
+components are decided independently: `groupBy(component).applyInArrow(decide_component)`, which calls the
+local engine's own per-group rule, `dedup.resolve_component`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from eclip.data.config import PrepareConfig
-from eclip.data.dedup import resolve_duplicates, verified_near_duplicates
+from eclip.data.dedup import resolve_component, verified_near_duplicates
 from eclip.data.prepare import _descriptors_for, _thumbnails_for
 from eclip.data.spark.components import connected_components
 
@@ -35,26 +35,21 @@ _DECISION_DDL = ("row long, reason string, detail string, weak_catalog string, g
 _EXACT = {"title": "title_norm", "image_hash": "image_hash"}
 
 
-def decide_component(rows: pa.Table, methods: tuple[str, ...], weak_catalogs: bool) -> pa.Table:
+def decide_component(rows: pa.Table, methods: tuple[str, ...], weak_catalogs: bool, max_group: int) -> pa.Table:
     """The decisions of one connected component: rows (row, product_id, catalog_id, title_norm, image_hash,
-    near: the earlier rows it is a near-duplicate of) -> DECISION, one row each.
-
-    Greedy keep-first resolution (`dedup.resolve_duplicates`) over the component alone gives what it gives over
-    the whole catalogue, since no link leaves a component."""
-    rows = rows.sort_by("row")
-    row_ids = rows.column("row").to_numpy()
+    near: the earlier rows it is a near-duplicate of) -> DECISION, one row each."""
+    row_ids = rows.column("row").to_pylist()
     product_ids = rows.column("product_id").to_pylist()
-    exact = {m: np.unique(rows.column(_EXACT[m]).to_numpy(zero_copy_only=False), return_inverse=True)[1]
-             for m in methods if m in _EXACT}
+    exact = {m: rows.column(_EXACT[m]).to_pylist() for m in methods if m in _EXACT}
     near = None
     if "image_embedding" in methods:
-        position = {int(r): k for k, r in enumerate(row_ids)}
-        pairs = sorted((position[int(i)], j) for j, earlier in enumerate(rows.column("near").to_pylist())
-                       for i in earlier or ())
-        near = (np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64))
-    outcome = resolve_duplicates(rows.column("catalog_id").to_pylist(), product_ids, exact, near, weak_catalogs)
-    group = [product_ids[g] if g >= 0 else None for g in outcome.group.tolist()]
-    detail = [f"duplicate_of={product_ids[d]}" if r is not None else None
+        pairs = [(int(i), j) for j, earlier in zip(row_ids, rows.column("near").to_pylist()) for i in earlier or ()]
+        near = ([i for i, _ in pairs], [j for _, j in pairs])
+    outcome = resolve_component(row_ids, rows.column("catalog_id").to_pylist(), product_ids, exact, near,
+                                weak_catalogs, max_group)
+    product_of = dict(zip(row_ids, product_ids))
+    group = [product_of[g] if g is not None else None for g in outcome.group]
+    detail = [f"duplicate_of={product_of[d]}" if r is not None else None
               for r, d in zip(outcome.reason, outcome.duplicate_of)]
     return pa.table([row_ids, outcome.reason, detail, outcome.weak_catalog, group, product_ids, outcome.method,
                      [r is None for r in outcome.reason]], schema=DECISION)
@@ -77,9 +72,10 @@ def _near_pairs(spark: SparkSession, remaining: DataFrame, spool: Path, config: 
                                            "dst": pa.array(rows[left], pa.int64())}))
 
 
-def decide(spark: SparkSession, spool: Path, config: PrepareConfig) -> tuple[DataFrame, DataFrame]:
+def decide(spark: SparkSession, spool: Path, config: PrepareConfig) -> tuple[DataFrame, DataFrame, dict]:
     """(decisions: row, reason, detail, weak_catalog for every row stage 2 rejects or gives a weak catalog;
-    groups: DUPLICATE_GROUPS_SCHEMA's columns), both checkpointed."""
+    groups: DUPLICATE_GROUPS_SCHEMA's columns), both checkpointed, and the report's figures of the groups (their
+    size histogram, how many were resolved keep-first for their size)."""
     spooled = spark.read.parquet(str(spool))
     catalog = F.col("catalog_id") if "catalog_id" in spooled.columns else F.lit(None).cast("string")
     candidates = spooled.where(F.col("reject_reason").isNull()).select(
@@ -108,7 +104,8 @@ def decide(spark: SparkSession, spool: Path, config: PrepareConfig) -> tuple[Dat
     early = same_id.unionByName(boilerplate_rows).withColumn("weak_catalog", F.lit(None).cast("string"))
     if not edges:
         return early.localCheckpoint(eager=True), spark.createDataFrame([], _DECISION_DDL).select(
-            "group_id", "product_id", "row", "method", "kept")
+            "group_id", "product_id", "row", "method", "kept"), {"duplicate_group_sizes": {},
+                                                                   "keep_first_duplicate_groups": 0}
     all_edges = edges[0]
     for more in edges[1:]:
         all_edges = all_edges.unionByName(more)
@@ -119,11 +116,15 @@ def decide(spark: SparkSession, spool: Path, config: PrepareConfig) -> tuple[Dat
         members = members.join(earlier, members["row"] == earlier["src"], "left").drop("src")
     else:
         members = members.withColumn("near", F.lit(None).cast("array<long>"))
-    weak_catalogs = config.weak_catalogs
+    weak_catalogs, max_group = config.weak_catalogs, config.max_duplicate_group
     decided = (members.groupBy("component")
-               .applyInArrow(lambda table: decide_component(table, methods, weak_catalogs), _DECISION_DDL)
+               .applyInArrow(lambda table: decide_component(table, methods, weak_catalogs, max_group), _DECISION_DDL)
                .localCheckpoint(eager=True))
+    sizes = sorted((row["size"], row["groups"]) for row in components.groupBy("component")
+                   .agg(F.count("*").alias("size")).groupBy("size").agg(F.count("*").alias("groups")).collect())
+    figures = {"duplicate_group_sizes": {str(size): groups for size, groups in sizes},
+               "keep_first_duplicate_groups": sum(groups for size, groups in sizes if size > max_group)}
     changed = decided.where(F.col("reason").isNotNull() | F.col("weak_catalog").isNotNull())
     decisions = early.unionByName(changed.select("row", "reason", "detail", "weak_catalog"))
     groups = decided.where(F.col("group_id").isNotNull()).select("group_id", "product_id", "row", "method", "kept")
-    return decisions.localCheckpoint(eager=True), groups
+    return decisions.localCheckpoint(eager=True), groups, figures

@@ -23,9 +23,9 @@ from eclip.errors import EclipError
 
 
 def build(files: list[Path], root: Path, building: Path, mapping: ColumnMapping, config: PrepareConfig,
-          master: str | None, conf: list[tuple[str, str]]) -> tuple[int, int, dict[str, int], int, list[float]]:
-    """(input rows, accepted, rejected by reason, duplicate groups, the end time of each stage), as
-    `prepare._build_locally` returns them."""
+          master: str | None, conf: list[tuple[str, str]]) -> tuple[int, int, dict[str, int], dict, list[float]]:
+    """(input rows, accepted, rejected by reason, the report's figures of the duplicate groups, the end time of
+    each stage), as `prepare._build_locally` returns them."""
     spark, started = spark_session(master, conf, config.worker_count())
     spool = building / SPOOL
     try:
@@ -38,14 +38,14 @@ def build(files: list[Path], root: Path, building: Path, mapping: ColumnMapping,
             run_per_row_stage(frame, schema, input_rows, root, config, spool)
         stage_ends = [time.perf_counter()]
         with spark_errors("deciding duplicates (stage 2)"):
-            decisions, groups = decide(spark, spool, config)
-            duplicate_groups = groups.select("group_id").distinct().count()
+            decisions, groups, group_figures = decide(spark, spool, config)
+            group_figures = {"duplicate_groups": groups.select("group_id").distinct().count(), **group_figures}
         stage_ends.append(time.perf_counter())
         with spark_errors(f"writing {building}"):
             accepted, rejected = write_outputs(spark, spool, building, config, decisions, groups)
         shutil.rmtree(spool)
         stage_ends.append(time.perf_counter())
-        return input_rows, accepted, rejected, duplicate_groups, stage_ends
+        return input_rows, accepted, rejected, group_figures, stage_ends
     finally:
         if started:
             spark.stop()
