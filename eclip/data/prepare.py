@@ -131,10 +131,10 @@ def _global_decisions(spool: Path, config: PrepareConfig) -> tuple[dict, dict, l
         exact_keys["image_hash"] = table.column("hash_key").to_numpy()
     near = None
     if "image_embedding" in methods and len(rows) > 1:
-        vectors = _descriptors_for(spool, rows)
+        vectors = descriptors_for(spool, rows)
 
         def thumbnails(positions: np.ndarray) -> dict[int, bytes]:  # pairs are positions in `rows`
-            found = _thumbnails_for(spool, rows[positions])
+            found = thumbnails_for(spool, rows[positions])
             return {int(k): found[int(rows[k])] for k in positions}
 
         near = verified_near_duplicates(vectors, config.near_duplicate_threshold,
@@ -167,7 +167,7 @@ def _spool_rows(spool: Path, rows: np.ndarray, column: str):
             yield table.take(keep)
 
 
-def _thumbnails_for(spool: Path, rows: np.ndarray) -> dict[int, bytes]:
+def thumbnails_for(spool: Path, rows: np.ndarray) -> dict[int, bytes]:
     """Thumbnail bytes of spool `rows`, by row."""
     out = {}
     for table in _spool_rows(spool, rows, "thumbnail"):
@@ -175,7 +175,7 @@ def _thumbnails_for(spool: Path, rows: np.ndarray) -> dict[int, bytes]:
     return out
 
 
-def _descriptors_for(spool: Path, rows: np.ndarray) -> np.ndarray:
+def descriptors_for(spool: Path, rows: np.ndarray) -> np.ndarray:
     """(N, V, D) descriptors of `rows`, in the order of `rows` (which is ascending)."""
     parts = []
     for table in _spool_rows(spool, rows, "descriptor"):
@@ -223,7 +223,7 @@ def _write_outputs(spool: Path, building: Path, config: PrepareConfig, decisions
                     [dict(zip(store.REJECTED_SCHEMA.names, d)) for d in dropped], store.REJECTED_SCHEMA))
             kept = table.filter(pa.array(keep))
             if kept.num_rows:
-                writer.write(_product_table(kept, weak, schema, config))
+                writer.write(product_table(kept, weak, schema, config))
                 accepted += kept.num_rows
             advance()
     writer.close()
@@ -233,7 +233,7 @@ def _write_outputs(spool: Path, building: Path, config: PrepareConfig, decisions
     return accepted, rejected
 
 
-def _product_table(kept: pa.Table, weak: dict, schema: pa.Schema, config: PrepareConfig) -> pa.Table:
+def product_table(kept: pa.Table, weak: dict, schema: pa.Schema, config: PrepareConfig) -> pa.Table:
     n = kept.num_rows
     column = lambda name: kept.column(name) if name in kept.column_names else pa.nulls(n, schema.field(name).type)
     catalog = column("catalog_id").to_pylist()

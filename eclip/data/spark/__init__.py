@@ -1,7 +1,7 @@
 """`eclip prepare --engine spark`: the same three stages as `eclip.data.prepare`, run on Spark.
 
 The per-row and per-file work runs the local engine's own functions inside Spark tasks (`catalog.open_catalog`
-and `canonical_batch` to read, `inspection.inspect_batch` under `mapInArrow`, `prepare._product_table` and
+and `canonical_batch` to read, `inspection.inspect_batch` under `mapInArrow`, `prepare.product_table` and
 `store.ShardWriter` to write), so both engines give the same DATA_DIR; Spark adds the partitioning, the
 group-bys and the connected components of stage 2 (`decisions.py`, `components.py`).
 

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from eclip.data.config import PrepareConfig
 from eclip.data.dedup import resolve_component, verified_near_duplicates
-from eclip.data.prepare import _descriptors_for, _thumbnails_for
+from eclip.data.prepare import descriptors_for, thumbnails_for
 from eclip.data.spark.components import connected_components
 
 DECISION = pa.schema([("row", pa.int64()), ("reason", pa.string()), ("detail", pa.string()),
@@ -60,10 +60,10 @@ def _near_pairs(spark: SparkSession, remaining: DataFrame, spool: Path, config: 
     rows = remaining.select("row").orderBy("row").toArrow().column("row").to_numpy()
     if len(rows) < 2:
         return None
-    vectors = _descriptors_for(spool, rows)
+    vectors = descriptors_for(spool, rows)
 
     def thumbnails(positions: np.ndarray) -> dict[int, bytes]:  # pairs are positions in `rows`
-        found = _thumbnails_for(spool, rows[positions])
+        found = thumbnails_for(spool, rows[positions])
         return {int(k): found[int(rows[k])] for k in positions}
 
     left, right, _ = verified_near_duplicates(vectors, config.near_duplicate_threshold,

@@ -3,7 +3,7 @@
 The rows are range-partitioned by `row` and sorted in each partition, so partition p holds one run of rows and
 its spool files `batch-<p>-<k>.parquet` sort, by name, in row order: the spool is laid out as the local one is
 (the same Arrow schema, one file per `--batch-rows` batch, in row order), and the local engine's spool readers
-(`prepare._descriptors_for`, `_thumbnails_for`) read it unchanged. Tasks write the spool themselves rather than
+(`prepare.descriptors_for`, `thumbnails_for`) read it unchanged. Tasks write the spool themselves rather than
 through Spark's writer so that its columns keep their Arrow types (the descriptor is a fixed-size list).
 """
 

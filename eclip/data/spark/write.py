@@ -1,5 +1,5 @@
 """Stage 3 on Spark: executors write the shards, rejected.parquet and duplicate_groups.parquet into the building
-folder, with the local engine's writers and schemas (`store.ShardWriter`, `prepare._product_table`).
+folder, with the local engine's writers and schemas (`store.ShardWriter`, `prepare.product_table`).
 
 Shards are written per stage-1 partition (a run of rows): a first job counts each partition's accepted rows,
 the driver gives each partition its first shard number, and each task writes its partitions' rows in row order
@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from eclip.data import store
 from eclip.data.config import PrepareConfig
-from eclip.data.prepare import _product_table
+from eclip.data.prepare import product_table
 
 _SUMMARY = "part int, rows long"
 
@@ -82,7 +82,7 @@ def write_outputs(spark: SparkSession, spool: Path, building: Path, config: Prep
                 kept = table.filter(pa.array(parts == value))
                 weak = {r: w for r, w in zip(kept.column("row").to_pylist(), kept.column("weak_catalog").to_pylist())
                         if w is not None}
-                writer.write(_product_table(kept.drop_columns(["weak_catalog", "_part"]), weak, schema, cfg))
+                writer.write(product_table(kept.drop_columns(["weak_catalog", "_part"]), weak, schema, cfg))
                 rows += kept.num_rows
         if writer is not None:
             writer.close()
