@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
-from eclip.config import option, require
+from eclip.config import option, require, to_dict
 
 DEDUP_METHODS = ("title", "image_hash", "image_embedding")
 
@@ -56,4 +56,4 @@ class PrepareConfig:
         return self.workers or max(1, os.cpu_count() or 1)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_dict(self)

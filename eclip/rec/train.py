@@ -22,7 +22,7 @@ from eclip.rec.run import (LOW_CONTENT_SHARE, build_model, check_resumable, load
                            start_from)
 from eclip.runs.atomic import atomic_write
 from eclip.runs.device import resolve_device
-from eclip.runs.jsonl import append_jsonl
+from eclip.runs.jsonl import append_jsonl, rewrite_jsonl
 
 OPTIMIZER_KEYS = ("optimizer", "sparse_optimizer")  # their states in last_state.pt
 
@@ -75,7 +75,7 @@ def train(run_dir: Path, sequences_path: Path, config: RecConfig, item_features:
         init_record = {"init": str(Path(init).resolve())} if init is not None else {}
         (run_dir / "config.json").write_text(json.dumps({**setup, **init_record, **config.to_dict()}, indent=2))
         (run_dir / "items.json").write_text(json.dumps(data.vocab.ids))
-        (run_dir / "history.jsonl").write_text("")
+        rewrite_jsonl(run_dir / "history.jsonl", [])
 
     cfg, causal = config.train, config.model.causal
     rows = [s for s in data.split.train if len(s) >= (2 if causal else 1)]
