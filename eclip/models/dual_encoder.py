@@ -16,10 +16,12 @@ from eclip.models.config import ModelConfig
 
 
 class DualEncoder(nn.Module):
-    def __init__(self, config: ModelConfig, text_encoder: TextEncoder, processor: TextProcessor):
+    def __init__(self, config: ModelConfig, text_encoder: TextEncoder, processor: TextProcessor,
+                 visual: nn.Module | None = None):
+        """`visual`: a pretrained image tower (`PretrainedVisionTower`); by default the from-scratch ViT."""
         super().__init__()
         self.config = config
-        self.visual = VisionTransformer(config.vision)
+        self.visual = visual if visual is not None else VisionTransformer(config.vision)
         self.text = text_encoder
         self.processor = processor  # titles -> token tensors, so callers need only the model
         self.image_projection = nn.Linear(self.visual.width, config.embed_dim, bias=False)
