@@ -154,6 +154,20 @@ def resolve_pretrained(config: ModelConfig) -> None:
         resolve_vision(config.vision)
 
 
+def resolve_for_run(config: ModelConfig, run_dir: Path, resuming: bool) -> None:
+    """`resolve_pretrained` for a run starting; a resumed run of a pretrained model keeps the [model] its
+    config.json recorded when it began (the architecture its checkpoints hold), the checkpoint not read again."""
+    from eclip.config import from_dict
+
+    saved_file = Path(run_dir) / "config.json"
+    if resuming and saved_file.is_file():
+        saved = from_dict(ModelConfig, json.loads(saved_file.read_text())["model"], where=str(saved_file))
+        if saved.init or saved.vision.model != SCRATCH:
+            vars(config).update(vars(saved))
+            return
+    resolve_pretrained(config)
+
+
 def resolve_vision(vision: VisionConfig) -> None:
     tower = checkpoint_config(vision.model, "model.vision.model")
     cls = _tower_class(vision.model, VISION_CLASSES, "model.vision.model", tower)

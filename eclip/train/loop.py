@@ -27,7 +27,7 @@ from eclip.errors import EclipError
 from eclip.models import (CONFIG_FILE, MODEL_FILE, TEXT_CONFIG_FILE, ImagePreprocessing, build_model, restore_model,
                           save_model)
 from eclip.models.dual_encoder import DualEncoder
-from eclip.models.pretrained import resolve_pretrained
+from eclip.models.pretrained import resolve_for_run
 from eclip.progress import progress_bar
 from eclip.runs.device import resolve_device
 from eclip.runs.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
@@ -120,8 +120,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
 
     # ---------------------------------------------------------------- data and model
     objective = Objective(t.objective, t.image_ssl_weight, t.ssl_temperature)
-    if not (resume and saved):  # a resumed run's config.json already holds what its checkpoints said
-        resolve_pretrained(config.model)
+    resolve_for_run(config.model, run_dir, resuming=resume and bool(saved))
     dataset = PairDataset(data_dir, ImagePreprocessing.of(config.model.vision), config.augment, t.text_column,
                           second_view=objective.needs_second_view)
     if len(dataset) < t.batch_size:

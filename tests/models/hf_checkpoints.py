@@ -38,21 +38,23 @@ def _tokenizer(folder: Path) -> dict:
                 eos_token_id=tokenizer.token_to_id("[SEP]"))
 
 
-def save_checkpoint(kind: str, folder: Path, seed: int = 0, **changes) -> Path:
-    """kind: clip, siglip (whole dual encoders), vit, xlm-roberta; `changes` edit the text config."""
+def save_checkpoint(kind: str, folder: Path, seed: int = 0, vision_changes: dict | None = None, **changes) -> Path:
+    """kind: clip, siglip (whole dual encoders), vit, xlm-roberta; `changes` edit the text config,
+    `vision_changes` the image tower's."""
     import transformers
 
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
     special = _tokenizer(folder) if kind != "vit" else {}
     text = {**TEXT, **special, **changes}
+    vision = {**VISION, **(vision_changes or {})}
     if kind == "clip":
-        model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=VISION,
+        model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
                                                                projection_dim=24))
     elif kind == "siglip":
-        model = transformers.SiglipModel(transformers.SiglipConfig(text_config=text, vision_config=VISION))
+        model = transformers.SiglipModel(transformers.SiglipConfig(text_config=text, vision_config=vision))
     elif kind == "vit":
-        model = transformers.ViTModel(transformers.ViTConfig(**VISION), add_pooling_layer=False)
+        model = transformers.ViTModel(transformers.ViTConfig(**vision), add_pooling_layer=False)
     else:
         model = transformers.XLMRobertaModel(transformers.XLMRobertaConfig(
             **{**text, "max_position_embeddings": 40}))
