@@ -16,7 +16,8 @@ from torch import nn
 
 from eclip.errors import EclipError
 from eclip.models.config import SCRATCH, TextConfig
-from eclip.models.pretrained import TEXT_CLASSES, quiet_transformers, checkpoint_config, load_tower, tower_from_config
+from eclip.models.pretrained import TEXT_CLASSES, checkpoint_config, load_tower, quiet_transformers, tower_from_config
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 MIN_BUCKET_ROWS = 32  # length buckets of the text tower's forward pass (TextEncoder.forward)
 MAX_BUCKETS = 8
@@ -250,7 +251,7 @@ def bert_from_config(hf_config: dict) -> nn.Module:
     return AutoModel.from_config(config, attn_implementation="sdpa")
 
 
-def _pretrained_text_model(source: str, name: str) -> nn.Module:
+def _pretrained_text_model(source: str) -> nn.Module:
     """CLIP's and SigLIP's text towers (from their own or a whole CLIPModel / SiglipModel checkpoint) through
     their classes; any other encoder through AutoModel, as BERT, XLM-RoBERTa and MiniLM load."""
     if Path(source).is_dir() and checkpoint_config(source, "text.model").get("model_type") in TEXT_CLASSES:
@@ -299,7 +300,7 @@ def build_text_tower(config: TextConfig, titles=None) -> tuple[TextEncoder, Text
     else:
         source = resolve_checkpoint(config.model)
         try:
-            bert = _pretrained_text_model(source, config.model)
+            bert = _pretrained_text_model(source)
             tokenizer = _pretrained_tokenizer(source, config, bert.config.model_type)
         except OSError as error:
             raise EclipError(f"cannot load text model {config.model!r} ({str(error).splitlines()[0]}): give a local "

@@ -82,3 +82,18 @@ def test_gradient_caching_is_exact_with_hf_towers_and_dropout(checkpoints, objec
     # dropout is on: another seed gives other gradients, so the equality above is the replay's doing
     other = full_batch_gradients(model, batch, objective, micro_batches, seed=8)
     assert max_relative_error(other, expected) > 1e-3
+
+
+@pytest.mark.parametrize("name, kind, pooling, max_length", [("clip-b32", "clip", "eos", 16),
+                                                             ("siglip-b16", "siglip", "pooler", 16)])
+def test_the_shipped_gpu_recipes_resolve_from_a_local_checkpoint(checkpoints, name, kind, pooling, max_length):
+    """`--set model.init=PATH`, as the recipes say where no network is: the recipe's own values stay, the
+    checkpoint's fill the rest (the tiny checkpoints have 16 text positions)."""
+    from eclip.train.config import load_config
+
+    config = load_config(name)
+    config.model.init = str(checkpoints[kind])
+    model, _ = build_model(config.model)
+    assert (config.model.text.pooling, config.model.text.max_length, config.model.vision.image_size) == (
+        pooling, max_length, 32)
+    assert model.visual.model.config.model_type == f"{kind}_vision_model"
