@@ -110,7 +110,7 @@ def measure(name: str, root: Path, titles: list[str], images: list[bytes], threa
 def table(rows: list[dict], threads: int) -> str:
     lines = [f"torch vs onnxruntime on CPU, {threads} threads, medians (ms); shared machine: compare ratios", "",
              "| model | px | per query torch | per query ORT | x | per image torch | per image ORT | x | "
-             "32 images torch | 32 images ORT | x | max abs diff |", "|" + " --- |" * 13]
+             "32 images torch | 32 images ORT | x | max abs diff |", "|" + " --- |" * 12]
     for r in rows:
         lines.append(f"| {r['model']} | {r['image_size']} | {r['torch_query_ms']:.1f} | {r['onnxruntime_query_ms']:.1f}"
                      f" | {r['speedup_query']:.2f} | {r['torch_image_ms']:.1f} | {r['onnxruntime_image_ms']:.1f} | "

@@ -143,8 +143,10 @@ def model_card(run_dir: Path, model: DualEncoder, manifest: dict, report: dict |
     starts = [f"- whole dual encoder: `{model_config['init']}`"] if model_config.get("init") else [
         f"- image tower: `{model_config['vision']['model']}`", f"- text tower: `{model_config['text']['model']}`"]
     signature = (report or {}).get("signature", {})
-    data = (f"`{signature['data']}` ({signature.get('data_report', {}).get('accepted', '?')} accepted products; "
-            f"train split only)" if signature.get("data") else
+    prepared = signature.get("data_report", {})
+    data = (f"`{signature['data']}` ({prepared.get('accepted', '?')} accepted products, "
+            f"{prepared.get('splits', {}).get('train', '?')} in the train split it was trained on)"
+            if signature.get("data") else
             "the DATA_DIR of `eclip train --data` (a RUN_DIR does not record its path; pass `--report` to name it)")
     usage = ("```python\nfrom transformers import AutoModel\nmodel = AutoModel.from_pretrained(PATH)  # CLIPModel\n"
              "image = model.get_image_features(pixel_values=pixels)        # normalize each row\n"

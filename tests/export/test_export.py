@@ -24,7 +24,8 @@ from tests.models.test_models_inference import IMAGES
 QUERIES = ["red", "Puma Men Black Shoes", "나이키 러닝화 블랙 남성용 초경량",
            "Baggit Women Brown Handbag with a long strap"]
 REPORT = {"retrieval": {"t2i": {"r10": 0.61}, "i2t": {"r10": 0.58}}, "matching": {"f1": 0.97},
-          "baselines": {"tfidf": {"matching": {"f1": 0.80}}}}
+          "baselines": {"tfidf": {"matching": {"f1": 0.80}}},
+          "signature": {"data": "/data/shop", "data_report": {"accepted": 20910, "splits": {"train": 16716}}}}
 
 
 def write_run(run_dir, model_config: ModelConfig) -> torch.nn.Module:
@@ -92,6 +93,7 @@ def test_hf_export_of_a_clip_model_loads_as_a_clip_model_with_the_same_vectors(r
     assert float(loaded.logit_scale.detach()) == pytest.approx(float(model.logit_scale.detach()), abs=1e-6)
     card = (tmp_path / "hf" / "README.md").read_text()
     assert "objective `eclip`" in card and "3 steps, final loss 1.234" in card and "whole dual encoder" in card
+    assert "`/data/shop` (20910 accepted products, 16716 in the train split it was trained on)" in card
     assert "| retrieval text->image | R@10 | 0.610 |" in card
     assert "| product matching (pairs) | F1 @ val threshold | 0.970 | 0.800 (tfidf) | 0.950 | pass |" in card
 
