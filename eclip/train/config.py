@@ -100,6 +100,6 @@ class DistillConfig:
 
 
 def load_config(name_or_file: str | Path) -> Config:
-    """A training recipe shipped with eclip (`list_configs("train")`: tiny, small, b32-bert) or a .toml/.json file
-    (a RUN_DIR's config.json included)."""
+    """A training recipe shipped with eclip (`list_configs("train")`: tiny, small, b32-bert, clip-b32, siglip-b16)
+    or a .toml/.json file (a RUN_DIR's config.json included)."""
     return load(Config, config_path("train", name_or_file))

@@ -13,6 +13,7 @@ import torch
 
 from eclip.data.store import read_products
 from eclip.errors import EclipError
+from eclip.models.image_processing import ImagePreprocessing
 from eclip.models.text import TextProcessor
 from eclip.train.augment import augment_batch
 from eclip.train.config import AugmentConfig
@@ -32,15 +33,15 @@ def _codes(column: pa.ChunkedArray) -> np.ndarray:
 
 
 class PairDataset:
-    def __init__(self, data_dir: Path, image_size: int, augment: AugmentConfig, text_column: str = "title",
-                 split: str = "train", second_view: bool = False):
+    def __init__(self, data_dir: Path, preprocessing: ImagePreprocessing, augment: AugmentConfig,
+                 text_column: str = "title", split: str = "train", second_view: bool = False):
         table = read_pairs_table(data_dir, split, [text_column, "thumbnail", "group_id", "category", "product_id"])
         self.titles = [title or "" for title in table.column(text_column).to_pylist()]
         self.thumbnails = table.column("thumbnail").combine_chunks()
         self.product_ids = table.column("product_id")
         self.groups = _codes(table.column("group_id"))
         self.categories = _codes(table.column("category"))
-        self.image_size = image_size
+        self.preprocessing = preprocessing
         self.augment = augment
         self.second_view = second_view
         self.processor = None
@@ -74,12 +75,12 @@ class PairDataset:
 
     def _pixels(self, jpegs: list[bytes], indices: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         try:
-            return augment_batch(jpegs, self.image_size, self.augment.crop_scale_min, self.augment.flip,
+            return augment_batch(jpegs, self.preprocessing, self.augment.crop_scale_min, self.augment.flip,
                                  self.augment.jitter, rng)
         except OSError as error:  # find the culprit only on failure, to keep the common path batched
             for jpeg, index in zip(jpegs, indices):
                 try:
-                    augment_batch([jpeg], self.image_size, 1.0, False, 0.0, rng)
+                    augment_batch([jpeg], self.preprocessing, 1.0, False, 0.0, rng)
                 except OSError:
                     raise EclipError(f"product {self.product_ids[int(index)]}: thumbnail cannot be decoded "
                                      f"({error}); re-run `eclip prepare`") from error

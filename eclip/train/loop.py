@@ -24,9 +24,10 @@ import torch
 import torch.distributed as dist
 
 from eclip.errors import EclipError
-from eclip.models import CONFIG_FILE, MODEL_FILE, TEXT_CONFIG_FILE, TOKENIZER_FILE, build_model, save_model
+from eclip.models import (CONFIG_FILE, MODEL_FILE, TEXT_CONFIG_FILE, ImagePreprocessing, build_model, restore_model,
+                          save_model)
 from eclip.models.dual_encoder import DualEncoder
-from eclip.models.text import text_tower_from_saved
+from eclip.models.pretrained import resolve_for_run
 from eclip.progress import progress_bar
 from eclip.runs.device import resolve_device
 from eclip.runs.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
@@ -86,10 +87,9 @@ def _split(batch: dict[str, torch.Tensor], size: int) -> list[dict[str, torch.Te
 
 
 def _restore_model(run_dir: Path, config: Config) -> DualEncoder:
-    text_encoder, processor = text_tower_from_saved(config.model.text, run_dir / TEXT_CONFIG_FILE,
-                                                    run_dir / TOKENIZER_FILE)
-    text_encoder.freeze_lower(config.model.text.frozen_layers)
-    return DualEncoder(config.model, text_encoder, processor)
+    model = restore_model(run_dir, config.model)
+    model.text.freeze_lower(config.model.text.frozen_layers)
+    return model
 
 
 def _metrics_upto(path: Path, step: int) -> list[dict]:
@@ -120,7 +120,8 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
 
     # ---------------------------------------------------------------- data and model
     objective = Objective(t.objective, t.image_ssl_weight, t.ssl_temperature)
-    dataset = PairDataset(data_dir, config.model.vision.image_size, config.augment, t.text_column,
+    resolve_for_run(config.model, run_dir, resuming=resume and bool(saved))
+    dataset = PairDataset(data_dir, ImagePreprocessing.of(config.model.vision), config.augment, t.text_column,
                           second_view=objective.needs_second_view)
     if len(dataset) < t.batch_size:
         raise EclipError(f"{data_dir}: {len(dataset)} training pairs, fewer than batch_size {t.batch_size}: "

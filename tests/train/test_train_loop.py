@@ -164,7 +164,8 @@ def test_every_config_field_has_a_command_line_option(monkeypatch):
             argv.append(f"--{option}" if expected[keys] else f"--no-{option}")
         else:
             choices = [c for c in field.metadata.get("choices") or () if c != lookup(tiny, keys)]
-            expected[keys] = choices[0] if choices else {int: 1000 + i, float: 0.5 + i, str: f"value-{i}"}[kind]
+            made_up = {int: 1000 + i, float: 0.5 + i, str: f"value-{i}", list[float]: [0.5 + i, 0.25, 0.125]}
+            expected[keys] = choices[0] if choices else made_up[kind]
             argv += [f"--{option}", str(expected[keys])]
     config = apply_arguments(load_config("tiny"), build_parser().parse_args(argv)).to_dict()
     assert {keys: lookup(config, keys) for keys in expected} == expected
