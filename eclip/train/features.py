@@ -38,6 +38,19 @@ def features_key(dataset: PairDataset, encoder, precision: str) -> str:
     return hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def _title_chunks(dataset: PairDataset):
+    """(index of the first, titles) for runs of about CHUNK_ROWS consecutive titles of the split."""
+    first, titles = 0, []
+    for unit in dataset.units:
+        titles += [t or "" for t in read_units([unit], dataset.split, [dataset.text_column])
+                   .column(dataset.text_column).to_pylist()]
+        if len(titles) >= CHUNK_ROWS:
+            yield first, titles
+            first, titles = first + len(titles), []
+    if titles:
+        yield first, titles
+
+
 @torch.no_grad()
 def _compute(dataset: PairDataset, encoder, target: Path, autocast, batch_size: int) -> None:
     was_training = encoder.training
@@ -45,19 +58,16 @@ def _compute(dataset: PairDataset, encoder, target: Path, autocast, batch_size: 
     device = next(encoder.parameters()).device
     features = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(dataset), encoder.width))
     with progress_bar("text features", len(dataset)) as advance:
-        for unit in dataset.units:
-            titles = [t or "" for t in read_units([unit], dataset.split, [dataset.text_column])
-                      .column(dataset.text_column).to_pylist()]
-            for chunk in range(0, len(titles), CHUNK_ROWS):
-                ids = dataset.processor.token_ids(titles[chunk:chunk + CHUNK_ROWS])
-                order = np.argsort([len(row) for row in ids], kind="stable")
-                for start in range(0, len(order), batch_size):
-                    rows = order[start:start + batch_size]
-                    input_ids, attention_mask = dataset.processor.pad([ids[i] for i in rows])
-                    with autocast or nullcontext():
-                        pooled = encoder(input_ids.to(device), attention_mask.to(device))  # (b, W)
-                    features[unit.first + chunk + rows] = pooled.float().cpu().numpy()
-                advance(len(ids))
+        for first, titles in _title_chunks(dataset):
+            ids = dataset.processor.token_ids(titles)
+            order = np.argsort([len(row) for row in ids], kind="stable")
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                input_ids, attention_mask = dataset.processor.pad([ids[i] for i in rows])
+                with autocast or nullcontext():
+                    pooled = encoder(input_ids.to(device), attention_mask.to(device))  # (b, W)
+                features[first + rows] = pooled.float().cpu().numpy()
+            advance(len(ids))
     features.flush()
     del features
     encoder.train(was_training)
