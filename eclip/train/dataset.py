@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,7 @@ class PairDataset:
         self.text_features = None
         self.category_fraction = 0.0
         self.group_fraction = None
+        self._last = None  # (units, their rows, category and group codes) of the window read last
 
     def __len__(self) -> int:
         return sum(unit.rows for unit in self.units)
@@ -89,17 +90,23 @@ class PairDataset:
         self.processor, self.category_fraction, self.group_fraction = processor, category_fraction, group_fraction
 
     def open_window(self, key: tuple[int, int], units: list[Unit], seed: int, rank: int) -> Window:
-        """Read `units`, tokenize their titles and order them under (seed, epoch, rank, window)."""
-        table = read_units(units, self.split, self.columns)
-        categories = _codes(table.column("category")) if self.category_fraction else None
-        groups = _codes(table.column("group_id")) if self.group_fraction is not None else None
-        order = mixed_order(table.num_rows, [seed, key[0], rank, key[1]], categories, self.category_fraction,
+        """Read `units`, tokenize their titles and order them under (seed, epoch, rank, window); the rows of the
+        previous window are reused when it had the same units (one window per epoch: the whole share)."""
+        if self._last is None or self._last[0] != units:
+            self._last = None  # let the previous rows go before reading the next
+            table = read_units(units, self.split, self.columns)
+            categories = _codes(table.column("category")) if self.category_fraction else None
+            groups = _codes(table.column("group_id")) if self.group_fraction is not None else None
+            titles = [t or "" for t in table.column(self.text_column).to_pylist()]
+            rows = Window(order=np.empty(0, dtype=np.int64), thumbnails=table.column("thumbnail").combine_chunks(),
+                          product_ids=table.column("product_id").to_pylist(), token_ids=self.processor.token_ids(titles),
+                          groups=group_keys(table.column("group_id").to_pylist()),
+                          text_rows=np.concatenate([np.arange(u.first, u.first + u.rows) for u in units]))
+            self._last = (units, rows, categories, groups)
+        _, rows, categories, groups = self._last
+        order = mixed_order(len(rows.product_ids), [seed, key[0], rank, key[1]], categories, self.category_fraction,
                             groups, self.group_fraction or 1.0)
-        return Window(order=order, thumbnails=table.column("thumbnail").combine_chunks(),
-                      product_ids=table.column("product_id").to_pylist(),
-                      token_ids=self.processor.token_ids([t or "" for t in table.column(self.text_column).to_pylist()]),
-                      groups=group_keys(table.column("group_id").to_pylist()),
-                      text_rows=np.concatenate([np.arange(u.first, u.first + u.rows) for u in units]))
+        return replace(rows, order=order)
 
     def _pixels(self, jpegs: list[bytes], product_ids: list[str], rng: np.random.Generator) -> torch.Tensor:
         try:

@@ -142,3 +142,15 @@ def test_locked_text_features_are_computed_once_and_reused(sharded, tmp_path, lo
     changed = cached_text_features(_dataset(data), locked_tower, "fp32")
     assert len(list((data / "features").glob("*.npy"))) == 3
     assert not np.allclose(changed[0], before) and np.allclose(changed[1:3], features[1:3], atol=1e-2)
+
+
+def test_a_share_held_whole_is_read_once_and_reshuffled_each_epoch(sharded):
+    dataset = _dataset(sharded)
+    with ThreadPoolExecutor(1) as reader:
+        stream = PairStream(dataset.units, 0, 0, 1, 0, lambda key, units: dataset.open_window(key, units, 0, 0), reader)
+        first = stream.next(len(dataset))
+        second = stream.next(len(dataset))
+        assert stream.state_dict() == {"epoch": 2, "window": 0, "cursor": 0}
+    (one, _, _), (two, _, _) = first[0], second[0]
+    assert len(first) == len(second) == 1 and one.result().thumbnails is two.result().thumbnails  # not read again
+    assert sorted(_product_ids(first)) == sorted(_product_ids(second)) and _product_ids(first) != _product_ids(second)
