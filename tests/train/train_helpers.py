@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from eclip.data.store import FEATURES
 from eclip.models import DualEncoder
 from eclip.models.text import TextEncoder, TextProcessor, bert_from_config, train_wordpiece
 from eclip.models.config import ModelConfig, TextConfig, VisionConfig
@@ -74,7 +75,7 @@ def max_relative_error(got: dict[str, torch.Tensor], expected: dict[str, torch.T
 
 def rewritten_copy(data_dir: Path, out: Path, change) -> Path:
     """A copy of DATA_DIR whose shards hold `change(table)`."""
-    shutil.copytree(data_dir, out)
+    shutil.copytree(data_dir, out, ignore=shutil.ignore_patterns(FEATURES))  # derived from the old shards
     shards = sorted((out / "shards").glob("*.parquet"))
     table = pa.concat_tables(pq.read_table(path) for path in shards)
     for path in shards:
@@ -86,7 +87,7 @@ def rewritten_copy(data_dir: Path, out: Path, change) -> Path:
 def resharded_copy(data_dir: Path, out: Path, shards: int, row_group_rows: int) -> Path:
     """A copy of DATA_DIR with its products in `shards` shards of row groups of `row_group_rows` rows (a big
     catalogue's layout in miniature, for the stream's windows and process shares)."""
-    shutil.copytree(data_dir, out)
+    shutil.copytree(data_dir, out, ignore=shutil.ignore_patterns(FEATURES))  # derived from the old shards
     paths = sorted((out / "shards").glob("*.parquet"))
     table = pa.concat_tables(pq.read_table(path) for path in paths)
     for path in paths:
