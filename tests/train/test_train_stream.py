@@ -18,7 +18,7 @@ from eclip.models.text import TextProcessor, train_wordpiece
 from eclip.train.config import AugmentConfig
 from eclip.train.dataset import PairDataset
 from eclip.train.features import cached_text_features
-from eclip.train.stream import PairStream, epoch_windows
+from eclip.train.stream import PairStream, epoch_windows, find_units
 from tests.train.train_helpers import WORDPIECE_TITLES, resharded_copy, rewritten_copy, tiny_model
 
 BUFFER = 40
@@ -154,3 +154,14 @@ def test_a_share_held_whole_is_read_once_and_reshuffled_each_epoch(sharded):
     (one, _, _), (two, _, _) = first[0], second[0]
     assert len(first) == len(second) == 1 and one.result().thumbnails is two.result().thumbnails  # not read again
     assert sorted(_product_ids(first)) == sorted(_product_ids(second)) and _product_ids(first) != _product_ids(second)
+
+
+def test_a_single_row_group_is_cut_into_a_slice_per_process(fashion_data_dir, tmp_path):
+    data = resharded_copy(fashion_data_dir, tmp_path / "data", shards=1, row_group_rows=100_000)
+    whole, = find_units(data, "train", ["title"], world=1)
+    slices = find_units(data, "train", ["title"], world=3)
+    assert [(u.row_group, u.first) for u in slices] == [(0, 0), (0, slices[0].stop), (0, slices[1].stop)]
+    assert [u.start for u in slices[1:]] == [u.stop for u in slices[:-1]] and slices[-1].stop == whole.rows
+    assert max(u.rows for u in slices) - min(u.rows for u in slices) <= 1
+    with pytest.raises(EclipError, match="no column"):
+        find_units(data, "train", ["title", "no_such_column"], world=1)
