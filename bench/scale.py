@@ -10,7 +10,8 @@ keeps fashion-dev's catalog groups and split). Each measurement is `eclip.train.
 one torch thread, so the loader's threads have the other core), pairs/s the median over the steps after the
 first five.
 
-Rows: `stream` (train.shuffle_buffer 50,000, the default), `memory` (shuffle_buffer 0: each process's whole
+Rows: `stream` (train.shuffle_buffer 50,000, the default), `stream-40k` (40,000: 100k products' 80k training
+rows then fill two whole windows, as every size above does), `memory` (shuffle_buffer 0: each process's whole
 share in one window, i.e. the split in RAM) and, with `--baseline-src DIR` (a checkout of eclip before the
 stream, e.g. `git worktree add --detach /tmp/base 3bffdc0`), that code's in-memory loader (`eclip/train/
 dataset.py` reading the whole train split and tokenizing every title up front).
@@ -99,9 +100,12 @@ def measure(label: str, data: Path, products: int, work: Path, steps: int, src: 
     done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
                           env=env, timeout=3600)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode or not lines:
-        raise SystemExit(f"{label} at {products}: failed\n{done.stderr[-3000:]}")
     shutil.rmtree(run, ignore_errors=True)
+    if done.returncode or not lines:  # recorded, not fatal: the loader before the stream cannot hold 1M thumbnails
+        error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        row = {"loader": label, "products": products, "error": error[:300]}
+        print(row, flush=True)
+        return row
     row = {"loader": label, "products": products, **json.loads(lines[-1][len("RESULT "):])}
     print(row, flush=True)
     return row
@@ -111,7 +115,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| loader | products in DATA_DIR | pairs/s | peak RSS MB | steps s | run s (with setup) |",
              "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['loader']} | {r['products']:,} | {r['pairs_per_s']:.0f} | {r['peak_rss_mb']} | "
-              f"{r['step_seconds']} | {r['seconds']} |" for r in rows]
+              f"{r['step_seconds']} | {r['seconds']} |" if "error" not in r else
+              f"| {r['loader']} | {r['products']:,} | failed: {r['error']} | | | |" for r in rows]
     return "\n".join(lines)
 
 
@@ -123,11 +128,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--baseline-src", type=Path, help="a checkout of eclip before the stream")
-    parser.add_argument("--loaders", default="stream,memory,baseline")
+    parser.add_argument("--loaders", default="stream,stream-40k,memory,baseline")
     args = parser.parse_args()
     if args.worker:
         return _worker(json.loads(args.worker))
-    loaders = {"stream": (REPO, {}), "memory": (REPO, {"shuffle_buffer": 0})}
+    loaders = {"stream": (REPO, {}), "stream-40k": (REPO, {"shuffle_buffer": 40_000}),
+               "memory": (REPO, {"shuffle_buffer": 0})}
     if args.baseline_src:
         loaders["baseline"] = (args.baseline_src, {})
     rows = []
@@ -136,13 +142,14 @@ def main() -> None:
         for label in [name for name in args.loaders.split(",") if name in loaders]:
             src, train = loaders[label]
             rows.append(measure(label, data, products, args.work, args.steps, src, train))
-    by = {(r["loader"], r["products"]): r for r in rows}
+    by = {(r["loader"], r["products"]): r for r in rows if "error" not in r}
     sizes = sorted({r["products"] for r in rows})
     ratios = {}
-    if len(sizes) > 1 and all(("stream", size) in by for size in sizes):
-        small, large = by[("stream", sizes[0])], by[("stream", sizes[-1])]
-        ratios["stream peak RSS, largest / smallest"] = round(large["peak_rss_mb"] / small["peak_rss_mb"], 3)
-        ratios["stream pairs/s, largest / smallest"] = round(large["pairs_per_s"] / small["pairs_per_s"], 3)
+    for label in ("stream", "stream-40k"):
+        if len(sizes) > 1 and all((label, size) in by for size in sizes):
+            small, large = by[(label, sizes[0])], by[(label, sizes[-1])]
+            ratios[f"{label} peak RSS, largest / smallest"] = round(large["peak_rss_mb"] / small["peak_rss_mb"], 3)
+            ratios[f"{label} pairs/s, largest / smallest"] = round(large["pairs_per_s"] / small["pairs_per_s"], 3)
     for label in ("memory", "baseline"):
         for size in sizes:
             if (label, size) in by and ("stream", size) in by:

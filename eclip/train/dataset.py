@@ -52,7 +52,7 @@ def read_units(units: list[Unit], split: str, columns: list[str]) -> pa.Table:
 class Window:
     """One shuffle window's rows, in `order` (the batches' order); text_rows index the split-wide features."""
     order: np.ndarray
-    thumbnails: pa.BinaryArray
+    thumbnails: pa.ChunkedArray
     product_ids: list[str]
     token_ids: list[list[int]]
     groups: np.ndarray
@@ -98,7 +98,9 @@ class PairDataset:
             categories = _codes(table.column("category")) if self.category_fraction else None
             groups = _codes(table.column("group_id")) if self.group_fraction is not None else None
             titles = [t or "" for t in table.column(self.text_column).to_pylist()]
-            rows = Window(order=np.empty(0, dtype=np.int64), thumbnails=table.column("thumbnail").combine_chunks(),
+            # The thumbnails stay in their row groups' chunks: one array of a million would pass binary's 2 GB
+            # offset limit, and combining them would hold them twice.
+            rows = Window(order=np.empty(0, dtype=np.int64), thumbnails=table.column("thumbnail"),
                           product_ids=table.column("product_id").to_pylist(), token_ids=self.processor.token_ids(titles),
                           groups=group_keys(table.column("group_id").to_pylist()),
                           text_rows=np.concatenate([np.arange(u.first, u.first + u.rows) for u in units]))
