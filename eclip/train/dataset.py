@@ -130,7 +130,7 @@ class PairDataset:
         for pending, start, stop in pieces:
             window = pending.result()
             rows = window.order[start:stop]
-            jpegs += window.thumbnails.take(pa.array(rows)).to_pylist()
+            jpegs += [window.thumbnails[int(i)].as_py() for i in rows]  # a chunked take would combine the chunks
             product_ids += [window.product_ids[i] for i in rows]
             token_ids += [window.token_ids[i] for i in rows]
             groups.append(window.groups[rows])
