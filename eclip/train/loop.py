@@ -262,12 +262,12 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
 
 def _finished(run_dir: Path, last_checkpoint: int, steps: int) -> bool:
     """The final weights and curves are written after the last checkpoint: at the last step, or where early
-    stopping ended the run (selection.json says so)."""
+    stopping ended the run (selection.json says so; more --steps do not restart a run that stopped)."""
     if not (run_dir / CURVES_FILE).is_file():
         return False
     selection = run_dir / SELECTION_FILE
-    ended = json.loads(selection.read_text())["last_step"] if selection.is_file() else steps
-    return last_checkpoint >= min(ended, steps)
+    stopped = selection.is_file() and json.loads(selection.read_text()).get("stopped_early")
+    return last_checkpoint >= steps or bool(stopped)
 
 
 def _selection(config: Config, last_step: int, best: BestTracker, records: list[dict]) -> dict:
