@@ -51,7 +51,7 @@ class TaskOutput:
     probes: dict = field(default_factory=dict)  # fitted heads, kept for the trained model only
 
 
-def _whole_groups(groups: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+def whole_groups(groups: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
     """Rows of randomly ordered whole groups, as many groups as fit in `cap` rows (offers stay together)."""
     unique, counts = np.unique(groups, return_counts=True)
     order = rng.permutation(len(unique))
@@ -74,10 +74,10 @@ def load_eval_data(data_dir: Path, config: EvalConfig) -> EvalData:
     rng = np.random.default_rng(config.seed)
     # Heads learn from at most probe_max_train products: embedding the rest of a large train split buys little.
     if splits["train"].num_rows > config.probe_max_train:
-        keep = _whole_groups(data.column("train", "group_id"), config.probe_max_train, rng)
+        keep = whole_groups(data.column("train", "group_id"), config.probe_max_train, rng)
         data.splits["train"] = splits["train"].take(pa.array(keep))
     for split in ("val", "test"):
-        data.pair_rows[split] = _whole_groups(data.column(split, "group_id"), config.pair_max_products, rng)
+        data.pair_rows[split] = whole_groups(data.column(split, "group_id"), config.pair_max_products, rng)
     return data
 
 

@@ -38,8 +38,10 @@ def _model_summary(run_dir: Path, config) -> dict:
     saved = json.loads((Path(run_dir) / "config.json").read_text())
     metrics = read_jsonl(Path(run_dir) / "metrics.jsonl")
     last = metrics[-1] if metrics else {}
+    selection = Path(run_dir) / "selection.json"  # which step's weights training kept (train.select)
+    kept = json.loads(selection.read_text())["step"] if selection.is_file() else last.get("step")
     return {"run_dir": str(run_dir), "objective": saved.get("train", {}).get("objective"),
-            "steps": last.get("step"), "final_loss": last.get("loss"), "embed_dim": config.embed_dim,
+            "steps": last.get("step"), "kept_step": kept, "final_loss": last.get("loss"), "embed_dim": config.embed_dim,
             "image_size": config.vision.image_size, "text_model": config.text.model}
 
 

@@ -32,6 +32,12 @@ HEADLINES = [
     Headline("retrieval text->image", "R@10", "retrieval.t2i.r10", 0.5),
     Headline("retrieval image->text", "R@10", "retrieval.i2t.r10", None),
     Headline("category zero-shot (leaf)", "weighted F1", "category.zeroshot.weighted_f1", 0.70),
+    # The figure CLIP and FashionCLIP publish is the image view (images against prompts): shown beside the text
+    # view whichever one val chose for the line above.
+    Headline("category zero-shot (leaf), image view", "weighted F1", "category.zeroshot.by_view.image.weighted_f1",
+             None),
+    Headline("category zero-shot (leaf), text view", "weighted F1", "category.zeroshot.by_view.text.weighted_f1",
+             None),
     Headline("category linear probe (leaf)", "top-1", "category.probe.top1", 0.85),
     Headline("attributes zero-shot", "mean macro F1", "attributes.*.zeroshot_macro_f1", None),
     Headline("attributes linear probe", "mean macro F1", "attributes.*.probe_macro_f1", None),
@@ -121,7 +127,8 @@ def _head_choices(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     model, splits = report["model"], report["splits"]
     lines = ["# eclip evaluation", "",
-             f"Model `{model['run_dir']}` ({model['objective']} objective, {model['steps']} steps, "
+             f"Model `{model['run_dir']}` ({model['objective']} objective, {model['steps']} steps, the weights of "
+             f"step {model.get('kept_step', model['steps'])}, "
              f"{model['embed_dim']}-d, text tower {model['text_model']}, images at {model['image_size']} px) "
              f"on `{report['data']['data_dir']}`: train {splits['train']}, val {splits['val']}, test {splits['test']} "
              f"products. Heads train on train ({report['products_used']['train']} products embedded: whole catalog "
@@ -130,7 +137,9 @@ def markdown(report: dict) -> str:
     zero_shot_view = report.get("category", {}).get("zeroshot", {}).get("view")
     if zero_shot_view:
         how = "chosen on val" if report["config"].get("zeroshot_view") == "auto" else "configured"
-        lines += [f"Category zero-shot classifies the {zero_shot_view} vectors ({how}).", ""]
+        lines += [f"Category zero-shot classifies the {zero_shot_view} vectors ({how}). Published zero-shot "
+                  f"figures (CLIP, FashionCLIP) classify images against the prompts: compare them with the image "
+                  f"view's line only.", ""]
     heads = _head_choices(report)
     if heads:
         how = "chosen on val" if report["config"].get("probe_view") == "auto" else "view configured, C chosen on val"

@@ -37,7 +37,26 @@ def _run_train(args) -> int:
     record = train(args.data, args.out, config, resume=args.resume)
     print(f"step {record['step']}: loss {record['loss']:.4f}, temperature {record['temperature']:.4f}, "
           f"{record['pairs_per_s']:.0f} pairs/s -> {args.out}")
+    print(_selection_line(args.out))
     return 0
+
+
+def _selection_line(run_dir: Path) -> str:
+    """Which step's weights the run kept, and whether they score below the untrained towers on val."""
+    import json
+    from eclip.train.loop import SELECTION_FILE
+
+    selection = json.loads((run_dir / SELECTION_FILE).read_text())
+    if selection.get("score") is None:
+        return f"kept: step {selection['step']} ({selection['reason']})"
+    untrained = "unknown" if selection["untrained_score"] is None else f"{selection['untrained_score']:.4f}"
+    line = (f"kept: step {selection['step']} of {selection['last_step']}, val criterion {selection['score']:.4f} "
+            f"(untrained {untrained}; {SELECTION_FILE})")
+    if selection["below_untrained"]:
+        line += "\nwarning: the kept model scores below the untrained towers on val (select = last)"
+    elif selection["step"] == 0:
+        line += "\nwarning: no validation beat the untrained towers: the run keeps their weights"
+    return line
 
 
 def _add_distill(sub) -> None:

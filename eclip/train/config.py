@@ -15,13 +15,24 @@ from eclip.models.config import ModelConfig
 OBJECTIVES = ("clip", "eclip", "siglip")
 PRECISION_CHOICES = ("fp32", "bf16", "fp16", "auto")
 SCHEDULES = ("constant", "cosine")
+SELECTIONS = ("best", "last")
 
 
 @dataclass
 class TrainConfig:
     objective: str = option("eclip", "clip (hard diagonal), eclip (same group_id = positive) or siglip",
                             choices=OBJECTIVES)
-    steps: int = option(200, "optimizer steps", above=0)
+    steps: int = option(200, "optimizer steps (with epochs > 0: ignored, derived from the train split's size)",
+                        above=0)
+    epochs: float = option(0.0, "training length in passes over the train split; 0 = `steps`", low=0)
+    val_every: int = option(100, "steps between validations on the val split (and one at the end, one before the "
+                                 "first step); 0 = no validation", low=0)
+    val_max_products: int = option(1000, "val products a validation scores (whole catalog groups, seeded): "
+                                         "its time", above=1)
+    select: str = option("best", "the model RUN_DIR keeps: best (the validation with the highest val criterion, "
+                                 "the untrained start included) or last (the last step)", choices=SELECTIONS)
+    patience: int = option(0, "stop after this many validations in a row without a new best val criterion; "
+                              "0 = run every step", low=0)
     batch_size: int = option(256, "effective (global) batch at the end of the batch-size schedule", above=0)
     batch_size_start: int = option(0, "first step's effective batch under a cosine batch schedule; 0 = batch_size",
                                    low=0)
@@ -68,6 +79,7 @@ class TrainConfig:
     def check(self) -> None:
         require(self.batch_size_start <= self.batch_size, "batch_size_start must be between 0 and batch_size")
         require(self.unmasked_steps <= self.steps, "unmasked_steps must be between 0 and steps")
+        require(not self.patience or self.val_every, "patience needs validations: set val_every above 0")
 
 
 @dataclass

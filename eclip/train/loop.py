@@ -4,9 +4,11 @@ and the batch-size schedule, logged to metrics.jsonl and checkpointed atomically
 RUN_DIR after a run:
     config.json           the resolved config
     model.safetensors     final weights;  tokenizer.json + text_config.json rebuild the text tower
-    checkpoints/          step-NNNNNNN.pt: model, optimizer, grad scaler, each process's data position and RNG state
-    metrics.jsonl         one line per step
-    curves.png            loss, temperature and batch size over steps
+    checkpoints/          step-NNNNNNN.pt: model, optimizer, grad scaler, each process's data position and RNG state,
+                          the best validation so far
+    metrics.jsonl         one line per step; "val" in the lines of a validation (step 0: the untrained towers)
+    selection.json        which step's weights model.safetensors holds, and why (train.select)
+    curves.png            loss, temperature, batch size and the val scores over steps
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ from eclip.train.dataset import PairDataset
 from eclip.train.features import cached_text_features
 from eclip.train.gradcache import contrastive_backward
 from eclip.train.loss import Objective
+from eclip.train.schedule import batch_size_at, lr_at, steps_for_epochs
 from eclip.train.stream import PairStream
-from eclip.train.schedule import batch_size_at, lr_at
+from eclip.train.validation import CRITERION, CRITERION_TEXT, BestTracker, load_val_set, validate
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
+SELECTION_FILE = "selection.json"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -114,7 +118,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
     if saved and not resume:
         raise EclipError(f"{run_dir} already holds a training run: pass --resume to continue it, or choose another --out")
     metrics = _metrics_upto(run_dir / METRICS_FILE, t.steps)
-    if saved and checkpoint_step(saved[-1]) >= t.steps and (run_dir / CURVES_FILE).is_file() and metrics:
+    if saved and _finished(run_dir, checkpoint_step(saved[-1]), t.steps) and metrics:
         # Finished: the final weights and curves are written after the last checkpoint. Leave them untouched,
         # so that what was computed from them (an `eclip eval` report) stays valid.
         return metrics[-1]
@@ -127,6 +131,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
     if len(dataset) < t.batch_size:
         raise EclipError(f"{data_dir}: {len(dataset)} training pairs, fewer than batch_size {t.batch_size}: "
                          f"use a smaller --batch-size")
+    val = load_val_set(data_dir, t.val_max_products, t.seed) if t.val_every else None
     if resume and saved:
         model, hf_text_config = _restore_model(run_dir, config), json.loads((run_dir / TEXT_CONFIG_FILE).read_text())
     else:
@@ -141,12 +146,16 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
     if multiple % world or t.batch_size % multiple or (t.batch_size_start and t.batch_size_start % multiple):
         raise EclipError(f"batch sizes must be multiples of {'batch_size_multiple' if t.batch_size_multiple else 'micro_batch_size x processes'}"
                          f" = {multiple}, which must be a multiple of the {world} process(es)")
+    if t.epochs:  # config.json records the steps it came to
+        t.steps = steps_for_epochs(t.epochs, len(dataset), t.batch_size_start or t.batch_size, t.batch_size,
+                                   t.batch_schedule, multiple)
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=t.lr, betas=(0.9, 0.98), eps=1e-6)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16" and device.type == "cuda")
     reader = ThreadPoolExecutor(1)  # reads the next shuffle window while the current one trains
     stream = PairStream(dataset.units, t.seed, rank, world, t.shuffle_buffer,
                         lambda key, units: dataset.open_window(key, units, t.seed, rank), reader)
     start_step = 0
+    best = BestTracker()
     if saved:
         state = load_checkpoint(saved[-1])
         model.load_state_dict(state["model"])
@@ -156,6 +165,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
         if len(positions) != world:
             raise EclipError(f"{saved[-1]} was written by {len(positions)} process(es): resume it with as many")
         stream.load_state_dict(positions[rank])
+        best.load_state_dict(state["best"])
         restore_rng(state["rng"][rank], device)
         start_step = state["step"]
 
@@ -181,6 +191,11 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
         (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         save_model(model, hf_text_config, run_dir)
         rewrite_jsonl(run_dir / METRICS_FILE, metrics)
+    if val is not None and start_step == 0:  # the untrained towers: the reference line, and a candidate
+        untrained = {"step": 0, "val": validate(model, val, objective, autocast)}
+        best.update(0, untrained["val"]["score"], model)
+        if rank == 0:
+            append_jsonl(run_dir / METRICS_FILE, untrained)
 
     # ---------------------------------------------------------------- steps
     def draw(step: int, loader: ThreadPoolExecutor):
@@ -225,22 +240,63 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
             record = {"step": step + 1, "loss": round(loss, 5), "batch_size": batch_size, "micro_batch": micro,
                       "micro_batches": len(micro_batches), "lr": lr, "temperature": round(model.temperature, 5),
                       "pairs_per_s": round(batch_size / seconds, 1), "epoch": sampler_state["epoch"]}
+            stop = False
+            if val is not None and ((step + 1) % t.val_every == 0 or step + 1 == t.steps):
+                record["val"] = validate(model, val, objective, autocast)
+                best.update(step + 1, record["val"]["score"], model)
+                stop = bool(t.patience) and best.stale >= t.patience
             if rank == 0:
                 append_jsonl(run_dir / METRICS_FILE, record)
-            if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
-                _checkpoint(run_dir, step + 1, model, optimizer, scaler, sampler_state, device, rank, world,
+            if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps or stop:
+                _checkpoint(run_dir, step + 1, model, optimizer, scaler, sampler_state, best, device, rank, world,
                             t.keep_checkpoints)
             advance(loss=f"{loss:.3f}", pairs_per_s=f"{record['pairs_per_s']:.0f}")
             if on_step is not None:
                 on_step(step + 1)
+            if stop:
+                break
 
+    keep_best = t.select == "best" and best.step is not None and best.step != record["step"]
+    if keep_best:
+        model.load_state_dict(best.weights, strict=False)
     if rank == 0:
         save_weights(model, run_dir / MODEL_FILE)
+        selection = _selection(config, record["step"], best, read_jsonl(run_dir / METRICS_FILE))
+        (run_dir / SELECTION_FILE).write_text(json.dumps(selection, indent=2))
         plot_curves(run_dir / METRICS_FILE, run_dir / CURVES_FILE)
     return record
 
 
-def _checkpoint(run_dir, step, model, optimizer, scaler, sampler_state, device, rank, world, keep) -> None:
+def _finished(run_dir: Path, last_checkpoint: int, steps: int) -> bool:
+    """The final weights and curves are written after the last checkpoint: at the last step, or where early
+    stopping ended the run (selection.json says so; more --steps do not restart a run that stopped)."""
+    if not (run_dir / CURVES_FILE).is_file():
+        return False
+    selection = run_dir / SELECTION_FILE
+    stopped = selection.is_file() and json.loads(selection.read_text()).get("stopped_early")
+    return last_checkpoint >= steps or bool(stopped)
+
+
+def _selection(config: Config, last_step: int, best: BestTracker, records: list[dict]) -> dict:
+    """What selection.json records: the step whose weights the run keeps, why, and how its val criterion
+    compares with the untrained towers'."""
+    t = config.train
+    if best.step is None:
+        return {"select": t.select, "step": last_step, "last_step": last_step,
+                "reason": "no validation (val_every = 0 or an empty val split): the last step"}
+    scores = {record["step"]: record["val"]["score"] for record in records if "val" in record}
+    step = best.step if t.select == "best" else last_step
+    reason = (f"the highest val criterion ({CRITERION_TEXT}) of every validation, the untrained start included"
+              if t.select == "best" else "select = last: the last step, whatever the val criterion")
+    if last_step < t.steps:
+        reason += f"; training stopped early after {t.patience} validations without a new best"
+    return {"select": t.select, "step": step, "score": scores.get(step), "last_step": last_step,
+            "last_score": scores.get(last_step), "untrained_score": scores.get(0), "best_step": best.step,
+            "best_score": best.score, "criterion": list(CRITERION), "stopped_early": last_step < t.steps,
+            "below_untrained": scores.get(step, 0.0) < scores.get(0, 0.0), "reason": reason}
+
+
+def _checkpoint(run_dir, step, model, optimizer, scaler, sampler_state, best, device, rank, world, keep) -> None:
     rng, sampler = [capture_rng(device)], [sampler_state]
     if world > 1:  # every rank's dropout stream and data position, so that each resumes exactly
         rng, sampler = [None] * world, [None] * world
@@ -248,21 +304,36 @@ def _checkpoint(run_dir, step, model, optimizer, scaler, sampler_state, device, 
         dist.all_gather_object(sampler, sampler_state)
     if rank == 0:
         state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scaler": scaler.state_dict(), "sampler": sampler, "rng": rng}
+                 "scaler": scaler.state_dict(), "sampler": sampler, "rng": rng, "best": best.state_dict()}
         save_checkpoint(run_dir, step, state, keep)
 
 
 def plot_curves(metrics_file: Path, image_file: Path) -> None:
+    """Loss, temperature and batch size per step; then the val criterion and its parts, and the val loss, each
+    beside a dashed line at the untrained towers' value (step 0) where the run has validations."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = read_jsonl(metrics_file)
-    steps = [r["step"] for r in records]
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    steps_records = [r for r in records if "loss" in r]
+    validations = [r for r in records if "val" in r]
+    panels = 5 if validations else 3
+    figure, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.5))
     for axis, key, title in zip(axes, ("loss", "temperature", "batch_size"), ("loss", "temperature", "effective batch")):
-        axis.plot(steps, [r[key] for r in records])
+        axis.plot([r["step"] for r in steps_records], [r[key] for r in steps_records])
         axis.set_title(title)
+    if validations:
+        val_steps = [r["step"] for r in validations]
+        for axis, keys, title in ((axes[3], ("score",) + CRITERION, "val criterion and its parts"),
+                                  (axes[4], ("loss",), "val loss")):
+            for key in keys:
+                line, = axis.plot(val_steps, [r["val"][key] for r in validations], marker=".", label=key)
+                if validations[0]["step"] == 0:
+                    axis.axhline(validations[0]["val"][key], color=line.get_color(), linestyle="--", linewidth=0.8)
+            axis.set_title(title + " (dashed: untrained)")
+        axes[3].legend(fontsize=7)
+    for axis in axes:
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
     figure.tight_layout()

@@ -28,3 +28,12 @@ def lr_at(step: int, steps: int, base_lr: float, warmup_steps: int, schedule: st
         progress = (step - warmup_steps) / max(1, steps - warmup_steps)
         return base_lr * (1 + math.cos(math.pi * progress)) / 2
     raise ValueError(f"unknown lr schedule {schedule!r}")
+
+
+def steps_for_epochs(epochs: float, pairs: int, start: int, end: int, schedule: str, granularity: int) -> int:
+    """The fewest steps whose batch schedule draws at least `epochs` x `pairs` pairs (`train.epochs`)."""
+    wanted = epochs * pairs
+    steps = max(1, math.ceil(wanted / end))  # a lower bound: no batch is larger than `end`
+    while sum(batch_size_at(step, steps, start, end, schedule, granularity) for step in range(steps)) < wanted:
+        steps += 1
+    return steps

@@ -15,7 +15,7 @@ from eclip.eval.classification import probe_view, probe_views, _zero_shot_view
 from eclip.eval.clustering import clustering_scores
 from eclip.eval.config import load_eval_config
 from eclip.eval.config import EvalConfig
-from eclip.eval.data import _whole_groups
+from eclip.eval.data import whole_groups
 from eclip.eval.representation import Representation
 from eclip.eval.heads import apply_head, head_view, load_heads, save_heads
 from eclip.eval.matching import (IMAGE_WEIGHTS, average_precision, best_f1, best_knn_threshold, expand_similarity,
@@ -301,6 +301,17 @@ def test_headline_passes_only_above_target_and_every_baseline():
     assert rows["category.zeroshot.weighted_f1"]["pass"]
 
 
+def test_headline_shows_the_image_view_zero_shot_beside_the_text_view():
+    """The line CLIP and FashionCLIP compare with is the image view's, whichever view val chose for the headline."""
+    by_view = {"image": {"weighted_f1": 0.48}, "text": {"weighted_f1": 0.81}}
+    report = {"category": {"zeroshot": {"weighted_f1": 0.81, "view": "text", "by_view": by_view}},
+              "baselines": {"untrained": {"category": {"zeroshot": {"by_view": {"image": {"weighted_f1": 0.05},
+                                                                                "text": {"weighted_f1": 0.84}}}}}}}
+    rows = [(row["task"], row["ours"], row["baseline"], row["pass"]) for row in headline_rows(report)]
+    assert rows[1:] == [("category zero-shot (leaf), image view", 0.48, 0.05, True),
+                        ("category zero-shot (leaf), text view", 0.81, 0.84, False)]
+
+
 def test_eval_config_errors(tmp_path):
     with pytest.raises(EclipError, match="unknown task.*colour"):
         load_eval_config(tasks=["retrieval", "colour"])
@@ -337,8 +348,8 @@ def test_every_registered_task_has_a_runner_and_splits(task):
 def test_caps_keep_whole_groups():
     groups = np.array(["a", "b", "a", "c", "c", "c", "d", "b", "a"])
     for seed in range(5):
-        rows = _whole_groups(groups, 5, np.random.default_rng(seed))
+        rows = whole_groups(groups, 5, np.random.default_rng(seed))
         kept = set(groups[rows])
         assert len(rows) <= 5 and sorted(rows) == list(rows)
         assert all(set(np.flatnonzero(groups == g)) <= set(rows) for g in kept)  # every offer of a kept group
-    assert len(_whole_groups(groups, 100, np.random.default_rng(0))) == len(groups)
+    assert len(whole_groups(groups, 100, np.random.default_rng(0))) == len(groups)

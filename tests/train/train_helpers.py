@@ -43,7 +43,7 @@ def small_config(**train) -> Config:
                           text=TextConfig(model="scratch", vocab_size=300, width=32, depth=1, heads=2, max_length=16)),
         train=TrainConfig(**{"steps": 4, "batch_size": 32, "batch_size_start": 16, "batch_schedule": "cosine",
                              "micro_batch_size": 8, "warmup_steps": 1, "checkpoint_every": 1, "keep_checkpoints": 5,
-                             "threads": 1, **train}))
+                             "threads": 1, "val_max_products": 96, **train}))
 
 
 def tiny_batch(size: int, seed: int = 1, groups: list[int] | None = None) -> dict[str, torch.Tensor]:
