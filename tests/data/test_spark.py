@@ -1,5 +1,5 @@
 """`eclip prepare --engine spark`: the same DATA_DIR as the local engine, row by row; the same one-line errors;
-part files; connected components against union-find. One Spark session (local[2]) serves every test."""
+part files; connected components against union-find. One Spark session (local[2], tests/data/conftest.py) serves every test."""
 
 from __future__ import annotations
 
@@ -23,17 +23,6 @@ from eclip.data.prepare import prepare
 from eclip.errors import EclipError
 
 pyspark = pytest.importorskip("pyspark")
-
-
-@pytest.fixture(scope="session")
-def spark():
-    from eclip.data.spark.session import spark_session
-
-    session, started = spark_session(None, [("spark.ui.enabled", "false"),
-                                            ("spark.ui.showConsoleProgress", "false")], 2)
-    yield session
-    if started:
-        session.stop()
 
 
 def outputs(data_dir: Path) -> dict[str, list[dict]]:

@@ -1,0 +1,18 @@
+"""The one Spark session (local[2]) every Spark test in tests/data shares: a JVM takes seconds to start, and a
+process can hold only one session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def spark():
+    pytest.importorskip("pyspark")
+    from eclip.data.spark.session import spark_session
+
+    session, started = spark_session(None, [("spark.ui.enabled", "false"),
+                                            ("spark.ui.showConsoleProgress", "false")], 2)
+    yield session
+    if started:
+        session.stop()
