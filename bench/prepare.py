@@ -6,6 +6,9 @@ accepted originals only; then every same-catalog pair is a true duplicate and ev
 
 Measures, in one run on the same images:
 - the whole `eclip prepare` in products/s with 2 worker processes, with and without its ORB verification;
+  with `--engine both`, also `--engine spark` on local[2] in the same run: its products/s over the local
+  engine's, whether both accept and reject the same rows for the same reasons, and the driver's peak memory
+  (this Python process's resident set, sampled; Spark's own JVM is another process);
 - the 29-digit hash per core (decode + hash), beside the `imagehash` library's pHash (decode + pHash);
 - duplicate detection against the offers' ground truth (same catalog_id = duplicate pair): precision and recall
   of each method alone (identical title, identical 29-digit hash, near-duplicate descriptor at several
@@ -13,7 +16,7 @@ Measures, in one run on the same images:
   band, pHash at Hamming distance <= 8), and of their union as `prepare` applies it.
 
 Writes bench/results/prepare.json and prints a markdown table.
-Usage: .venv/bin/python bench/prepare.py [--limit N] [--threshold T]
+Usage: .venv/bin/python bench/prepare.py [--limit N] [--threshold T] [--engine local|both]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -143,13 +147,66 @@ def clean_source(folder: Path, limit: int | None) -> Path:
     return folder
 
 
+class PeakMemory:
+    """This process's peak resident set while the block runs, sampled every 50 ms (MB)."""
+
+    def __enter__(self):
+        self.peak, self._running = self._rss(), True
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._running = False
+        self._thread.join()
+
+    def _sample(self):
+        while self._running:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.05)
+
+    @staticmethod
+    def _rss() -> float:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def engines_compared(catalog: Path, work: Path, local_seconds: float) -> dict:
+    """`--engine spark` (local[2]) on the catalogue the local run just prepared into work/prepared: speed
+    ratio, the same accepted rows and rejections, the driver's peak memory."""
+    import pyarrow.parquet as pq
+
+    from eclip.data.store import REJECTED, read_products
+
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        report = prepare(catalog, work / "prepared-spark", config=PrepareConfig(workers=2), force=True,
+                         engine="spark")
+        seconds = time.perf_counter() - start
+
+    def decided(folder: Path):
+        accepted = set(read_products(folder, columns=["product_id"]).column("product_id").to_pylist())
+        rejected = pq.read_table(folder / REJECTED, columns=["row", "reason", "detail"]).sort_by("row").to_pylist()
+        return accepted, rejected
+
+    local_accepted, local_rejected = decided(work / "prepared")
+    spark_accepted, spark_rejected = decided(work / "prepared-spark")
+    return {"seconds": round(seconds, 2), "products_per_s": round(report["input_rows"] / seconds, 1),
+            "stage_seconds": report["stage_seconds"], "time_over_local": round(seconds / local_seconds, 2),
+            "same_accepted": local_accepted == spark_accepted, "same_rejected": local_rejected == spark_rejected,
+            "accepted": len(spark_accepted), "driver_peak_rss_mb": round(memory.peak)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="use the first N fashion-dev products (default all)")
     parser.add_argument("--per-product", type=int, default=3)
     parser.add_argument("--threshold", type=float, default=PrepareConfig().near_duplicate_threshold)
     parser.add_argument("--verify-threshold", type=float, default=PrepareConfig().near_duplicate_verify_threshold)
+    parser.add_argument("--engine", choices=["local", "both"], default="local",
+                        help="both: also --engine spark on local[2], compared with the local run")
     args = parser.parse_args()
+    print("timings: the machine may be shared with other work", flush=True)
     if not (FASHION / "catalog.csv").is_file():
         sys.exit(f"needs {FASHION}")
     work = RESULTS / "prepare-work"
@@ -161,9 +218,11 @@ def main() -> None:
     print(f"{len(rows)} offers of {len(set(r['catalog_id'] for r in rows))} source-distinct products")
 
     # 1. the whole prepare, 2 workers; and without the ORB verification, to show its cost in the same run
-    start = time.perf_counter()
-    report = prepare(offers / "catalog.csv", work / "prepared", config=PrepareConfig(workers=2), force=True)
-    prepare_seconds = time.perf_counter() - start
+    with PeakMemory() as local_memory:
+        start = time.perf_counter()
+        report = prepare(offers / "catalog.csv", work / "prepared", config=PrepareConfig(workers=2), force=True)
+        prepare_seconds = time.perf_counter() - start
+    spark = engines_compared(offers / "catalog.csv", work, prepare_seconds) if args.engine == "both" else None
     start = time.perf_counter()
     prepare(offers / "catalog.csv", work / "prepared-unverified",
             config=PrepareConfig(workers=2, near_duplicate_verify_threshold=0), force=True)
@@ -210,7 +269,9 @@ def main() -> None:
         "offers": len(rows), "products": len(set(r["catalog_id"] for r in rows)), "cores": os.cpu_count(),
         "prepare": {"seconds": round(prepare_seconds, 2), "products_per_s": round(len(rows) / prepare_seconds, 1),
                     "unverified_products_per_s": round(len(rows) / unverified_seconds, 1),
-                    "accepted": report["accepted"], "rejected": report["rejected"]},
+                    "accepted": report["accepted"], "rejected": report["rejected"],
+                    "stage_seconds": report["stage_seconds"], "peak_rss_mb": round(local_memory.peak)},
+        "spark_local_2": spark,
         "per_core_images_per_s": speed, "true_pairs": len(truth), "dedup": quality,
         "verification": {"uncertain_pairs": uncertain, "confirmed": len(verified - near_default),
                          "seconds_2_workers": round(verify_seconds, 2)},
@@ -223,6 +284,10 @@ def main() -> None:
     lines = ["| measure | value | target |", "| --- | --- | --- |",
              f"| prepare, 2 workers | {result['prepare']['products_per_s']} products/s | >= 300 |",
              f"| prepare without ORB verification, 2 workers | {result['prepare']['unverified_products_per_s']} products/s | |",
+             *([f"| prepare --engine spark, local[2] | {spark['products_per_s']} products/s, x{spark['time_over_local']} "
+                f"the local time; same accepted: {spark['same_accepted']}, same rejections: {spark['same_rejected']}; "
+                f"driver peak RSS {spark['driver_peak_rss_mb']} MB (local run's process: "
+                f"{result['prepare']['peak_rss_mb']} MB) | time <= x1.5 |"] if spark else []),
              f"| 29-digit hash, 1 core (decode + hash) | {speed['hash29']} images/s | >= 1500 |",
              f"| imagehash pHash, 1 core (decode + pHash) | {speed['imagehash_phash']} images/s | hash29 faster: x{speed['hash29_over_phash']} |",
              "", "| dedup method | predicted pairs | precision | recall |", "| --- | --- | --- | --- |"]

@@ -14,7 +14,7 @@ import sys
 from eclip.errors import EclipError
 
 SUBSYSTEMS = ("eclip.data.cli", "eclip.train.cli", "eclip.graph.cli", "eclip.index.cli", "eclip.eval.cli",
-              "eclip.rec.cli", "eclip.serve.cli")
+              "eclip.rec.cli", "eclip.serve.cli", "eclip.export.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """The named configs shipped inside the package, one folder per kind:
 
-    train/   training recipes (`eclip train --config tiny`): tiny, small, b32-bert
+    train/   training recipes (`eclip train --config tiny`): tiny, small, b32-bert, clip-b32, siglip-b16
     rec/     recommender recipes (`eclip rec train --config beauty`)
     eval/, serve/, graph/   each command's defaults, `default.toml`
 

@@ -23,6 +23,8 @@ class PrepareConfig:
     dedup: str = option(",".join(DEDUP_METHODS), "comma-separated duplicate detectors: title, image_hash, image_embedding, or none")
     near_duplicate_threshold: float = option(0.985, "cosine similarity of image descriptors at or above which two images are near-duplicates", low=0, high=1)
     near_duplicate_verify_threshold: float = option(0.94, "descriptor pairs from this cosine up to --near-duplicate-threshold are near-duplicates only if their ORB keypoints align and the aligned pixels agree (0: no verification)", low=0, high=1)
+    near_duplicate_cells: int = option(0, "with --engine spark, the cells of the partitioned near-duplicate search, each searched by one task (0: one cell up to 200,000 descriptor views, the local engine's exact search in one task; beyond, one cell per 5,000 views)", low=0)
+    near_duplicate_probe: int = option(4, "with --engine spark and several cells, the nearest cells each descriptor view is searched in: two views are compared when the cell of either is among the other's probes (more: higher recall, more work)", low=1)
     near_duplicate_model: str | None = option(None, "RUN_DIR of a trained model whose image tower replaces the fixed descriptor for near-duplicates")
     # 50: above fashion-dev's real groups (12 rows at most), below its largest chains of look-alikes (51-516 rows):
     # docs/experiments/2026-12-07-dedup-connected-components.md

@@ -23,8 +23,10 @@ SHARDS = "shards"
 REJECTED = "rejected.parquet"
 DUPLICATE_GROUPS = "duplicate_groups.parquet"
 CATALOG_DB = "catalog.duckdb"
-# Everything `prepare` puts at the top of a DATA_DIR (DuckDB may leave its write-ahead log beside the database).
-PREPARED_ENTRIES = (SHARDS, REPORT, REJECTED, DUPLICATE_GROUPS, CATALOG_DB, CATALOG_DB + ".wal")
+FEATURES = "features"  # `eclip train`'s cache of locked text-tower features (eclip/train/features.py)
+# Everything at the top of a DATA_DIR that `prepare` may replace: what it writes (DuckDB may leave its write-ahead
+# log beside the database) and the features cache derived from it.
+PREPARED_ENTRIES = (SHARDS, REPORT, REJECTED, DUPLICATE_GROUPS, CATALOG_DB, CATALOG_DB + ".wal", FEATURES)
 
 # Accepted products: fixed columns first, then attr_* in the catalogue's order.
 PRODUCT_FIELDS = [

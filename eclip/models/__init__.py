@@ -20,7 +20,8 @@ _EXPORTS = {
     "CONFIG_FILE": "inference", "MODEL_FILE": "inference", "TEXT_CONFIG_FILE": "inference",
     "TOKENIZER_FILE": "inference", "build_model": "inference", "embed_images": "inference",
     "embed_texts": "inference", "image_pixels": "inference", "load_model": "inference", "save_model": "inference",
-    "tokenize": "inference",
+    "tokenize": "inference", "restore_model": "inference", "VISION_CONFIG_FILE": "inference",
+    "ImagePreprocessing": "image_processing",
 }
 __all__ = sorted(_EXPORTS)
 

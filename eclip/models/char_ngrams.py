@@ -58,14 +58,18 @@ class CharNgrams(nn.Module):
                 words.append(piece)
         return words
 
+    def bucket_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
+        """(B, L) token ids and mask -> each title's n-gram buckets (an exported text tower takes them as input)."""
+        return [[bucket for word in self.words(ids, mask) for bucket in self.buckets_of(word)]
+                for ids, mask in zip(input_ids.tolist(), attention_mask.tolist())]
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids and mask -> (B, D): the mean of the title's n-gram vectors (zero for no words)."""
         flat: list[int] = []
         offsets: list[int] = []
-        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+        for row in self.bucket_rows(input_ids, attention_mask):
             offsets.append(len(flat))
-            for word in self.words(ids, mask):
-                flat.extend(self.buckets_of(word))
+            flat.extend(row)
         device = self.table.weight.device
         return self.table(torch.tensor(flat, dtype=torch.long, device=device),
                           torch.tensor(offsets, dtype=torch.long, device=device))  # (B, D)

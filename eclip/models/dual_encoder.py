@@ -16,10 +16,12 @@ from eclip.models.config import ModelConfig
 
 
 class DualEncoder(nn.Module):
-    def __init__(self, config: ModelConfig, text_encoder: TextEncoder, processor: TextProcessor):
+    def __init__(self, config: ModelConfig, text_encoder: TextEncoder, processor: TextProcessor,
+                 visual: nn.Module | None = None):
+        """`visual`: a pretrained image tower (`PretrainedVisionTower`); by default the from-scratch ViT."""
         super().__init__()
         self.config = config
-        self.visual = VisionTransformer(config.vision)
+        self.visual = visual if visual is not None else VisionTransformer(config.vision)
         self.text = text_encoder
         self.processor = processor  # titles -> token tensors, so callers need only the model
         self.image_projection = nn.Linear(self.visual.width, config.embed_dim, bias=False)
@@ -49,16 +51,19 @@ class DualEncoder(nn.Module):
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.project_text(self.text(input_ids, attention_mask), input_ids, attention_mask)  # (B, D)
 
-    def project_text(self, text_features: torch.Tensor, input_ids: torch.Tensor,
-                     attention_mask: torch.Tensor) -> torch.Tensor:
+    def project_text(self, text_features: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     ngram_vectors: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled text-tower features (B, W) and the title's tokens (B, L) -> (B, D): all that trains when the
-        text tower is locked."""
+        text tower is locked. `ngram_vectors` (B, D): the n-gram path's output when computed elsewhere (an
+        exported graph, which cannot hash strings)."""
         text = self.text_projection(text_features)  # (B, D)
         if self.lexical is not None:
             mask = attention_mask.unsqueeze(-1).to(text.dtype)  # (B, L, 1)
             text = text + (self.lexical(input_ids) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
         if self.char_ngrams is not None:
-            text = text + self.char_ngrams(input_ids, attention_mask).to(text.dtype)
+            if ngram_vectors is None:
+                ngram_vectors = self.char_ngrams(input_ids, attention_mask)
+            text = text + ngram_vectors.to(text.dtype)
         return F.normalize(text, dim=-1)
 
     def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor | None = None,

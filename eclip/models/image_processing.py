@@ -1,21 +1,44 @@
 """Eval-time image preprocessing: JPEG bytes or PIL images -> normalized pixels (B, 3, S, S), no augmentation.
 
-Product photos are padded to a white square rather than cropped, so the whole product stays in view.
+Product photos are padded to a white square rather than cropped, so the whole product stays in view. Size,
+channel statistics and resize filter are the model's (`ImagePreprocessing`, from `[model.vision]`): a pretrained
+tower's come from its checkpoint, and training augmentation normalizes with the same ones.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-# CLIP's channel statistics; any fixed pair works as long as training and inference agree.
-MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+from eclip.models.config import CLIP_MEAN, CLIP_STD, VisionConfig
+
+MEAN = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 PAD_COLOUR = (255, 255, 255)
+FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+@dataclass(frozen=True)
+class ImagePreprocessing:
+    """What a photo goes through before the image tower: the contract an exported model states in JSON."""
+    size: int
+    mean: tuple[float, float, float] = tuple(CLIP_MEAN)
+    std: tuple[float, float, float] = tuple(CLIP_STD)
+    resample: str = "bicubic"
+
+    @classmethod
+    def of(cls, vision: VisionConfig) -> ImagePreprocessing:
+        return cls(vision.image_size, tuple(vision.image_mean), tuple(vision.image_std), vision.resample)
+
+    def normalize(self, pixels_uint8: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) values in [0, 255] -> normalized floats."""
+        mean, std = torch.tensor(self.mean).view(1, 3, 1, 1), torch.tensor(self.std).view(1, 3, 1, 1)
+        return (pixels_uint8.float() / 255.0 - mean) / std
 
 
 def open_image(image: Image.Image | bytes | str | Path, size_hint: int) -> Image.Image:
@@ -42,18 +65,10 @@ def pad_square(image: Image.Image) -> Image.Image:
     return canvas
 
 
-def to_pixels(images: list[Image.Image]) -> torch.Tensor:
-    """Same-size RGB images -> normalized float pixels (B, 3, S, S)."""
-    array = np.stack([np.asarray(image, dtype=np.uint8) for image in images])  # (B, S, S, 3)
-    return normalize(torch.from_numpy(array).permute(0, 3, 1, 2))
-
-
-def normalize(pixels_uint8: torch.Tensor) -> torch.Tensor:
-    return (pixels_uint8.float() / 255.0 - MEAN) / STD
-
-
-def eval_pixels(images, image_size: int) -> torch.Tensor:
+def eval_pixels(images, preprocessing: ImagePreprocessing) -> torch.Tensor:
     """PIL images, JPEG bytes or paths -> (B, 3, S, S): padded to a square and resized, no augmentation."""
-    squares = [pad_square(open_image(image, 2 * image_size)).resize((image_size, image_size), Image.BICUBIC)
+    size = preprocessing.size
+    squares = [pad_square(open_image(image, 2 * size)).resize((size, size), FILTERS[preprocessing.resample])
                for image in images]
-    return to_pixels(squares)
+    array = np.stack([np.asarray(image, dtype=np.uint8) for image in squares])  # (B, S, S, 3)
+    return preprocessing.normalize(torch.from_numpy(array).permute(0, 3, 1, 2))

@@ -10,26 +10,54 @@ import torch
 
 from eclip.config import from_dict
 from eclip.errors import EclipError
-from eclip.models.config import ModelConfig
+from eclip.models.config import SCRATCH, ModelConfig
 from eclip.models.dual_encoder import DualEncoder
-from eclip.models.image_processing import eval_pixels
+from eclip.models.image_processing import ImagePreprocessing, eval_pixels
+from eclip.models.pretrained import (VISION_CLASSES, PretrainedVisionTower, copy_dual_encoder_head, load_tower,
+                                     resolve_pretrained, tower_from_config)
 from eclip.models.text import TextProcessor, build_text_tower, text_tower_from_saved
 from eclip.runs.provenance import WEIGHTS_FILE as MODEL_FILE
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TEXT_CONFIG_FILE = "text_config.json"
+VISION_CONFIG_FILE = "vision_config.json"  # only for a pretrained image tower: its Hugging Face architecture
+
 
 def build_model(config: ModelConfig, titles=None) -> tuple[DualEncoder, dict]:
-    """A fresh dual encoder -> (model, hf_text_config); `titles` train the tokenizer of a from-scratch text tower."""
+    """A fresh dual encoder -> (model, hf_text_config); `titles` train the tokenizer of a from-scratch text tower.
+    Pretrained towers come from their checkpoints, and `config` is first filled from them (`resolve_pretrained`)."""
+    resolve_pretrained(config)
     text_encoder, processor, hf_config = build_text_tower(config.text, titles)
-    return DualEncoder(config, text_encoder, processor), hf_config
+    visual = None
+    if config.vision.model != SCRATCH:
+        visual = PretrainedVisionTower(load_tower(config.vision.model, VISION_CLASSES, "model.vision.model"),
+                                       config.vision.pooling)
+    model = DualEncoder(config, text_encoder, processor, visual)
+    if config.init:
+        copy_dual_encoder_head(model, config.init)
+    return model, hf_config
 
 
 def save_model(model: DualEncoder, hf_text_config: dict, run_dir: Path) -> None:
-    """Tokenizer and text-tower architecture; the weights go to model.safetensors via `save_weights`."""
+    """Tokenizer and tower architectures; the weights go to model.safetensors via `save_weights`."""
     model.processor.save(run_dir / TOKENIZER_FILE)
     (run_dir / TEXT_CONFIG_FILE).write_text(json.dumps(hf_text_config, indent=1, default=str))
+    if isinstance(model.visual, PretrainedVisionTower):
+        (run_dir / VISION_CONFIG_FILE).write_text(json.dumps(model.visual.hf_config, indent=1, default=str))
+
+
+def restore_model(run_dir: Path, config: ModelConfig) -> DualEncoder:
+    """The architecture a RUN_DIR records, with fresh weights (the caller loads them); no checkpoint is read."""
+    text_encoder, processor = text_tower_from_saved(config.text, run_dir / TEXT_CONFIG_FILE, run_dir / TOKENIZER_FILE)
+    visual = None
+    if config.vision.model != SCRATCH:
+        if not (run_dir / VISION_CONFIG_FILE).is_file():
+            raise EclipError(f"{run_dir / VISION_CONFIG_FILE} is missing: {run_dir} is not a finished `eclip train` "
+                             f"run")
+        hf_config = json.loads((run_dir / VISION_CONFIG_FILE).read_text())
+        visual = PretrainedVisionTower(tower_from_config(hf_config, VISION_CLASSES), config.vision.pooling)
+    return DualEncoder(config, text_encoder, processor, visual)
 
 
 def load_model(run_dir, device: str = "cpu") -> tuple[DualEncoder, TextProcessor, ModelConfig]:
@@ -42,8 +70,8 @@ def load_model(run_dir, device: str = "cpu") -> tuple[DualEncoder, TextProcessor
             raise EclipError(f"{run_dir / name} is missing: {run_dir} is not a finished `eclip train` run")
     config = from_dict(ModelConfig, json.loads((run_dir / CONFIG_FILE).read_text())["model"],
                        where=str(run_dir / CONFIG_FILE))
-    text_encoder, processor = text_tower_from_saved(config.text, run_dir / TEXT_CONFIG_FILE, run_dir / TOKENIZER_FILE)
-    model = DualEncoder(config, text_encoder, processor)
+    model = restore_model(run_dir, config)
+    processor = model.processor
     model.load_state_dict(load_file(str(run_dir / MODEL_FILE)))
     return model.to(device).eval(), processor, config
 
@@ -55,7 +83,7 @@ def tokenize(model: DualEncoder, titles: list[str]) -> tuple[torch.Tensor, torch
 
 def image_pixels(model: DualEncoder, images) -> torch.Tensor:
     """PIL images, JPEG bytes or paths -> eval-time pixels (B, 3, S, S), no augmentation."""
-    return eval_pixels(images, model.config.vision.image_size)
+    return eval_pixels(images, ImagePreprocessing.of(model.config.vision))
 
 
 def _device(model: torch.nn.Module) -> torch.device:

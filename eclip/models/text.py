@@ -1,5 +1,6 @@
-"""The text tower: a BERT-family encoder from a local or hub checkpoint, or from scratch with a WordPiece
-tokenizer trained on the catalogue's titles; pooled by the mean over real tokens (e-CLIP) or [CLS] (ALIGN)."""
+"""The text tower: a BERT-family encoder (BERT, XLM-RoBERTa, MiniLM) or CLIP's or SigLIP's text model from a local
+or hub checkpoint, or a BERT from scratch with a WordPiece tokenizer trained on the catalogue's titles; pooled by the
+mean over real tokens (e-CLIP), [CLS] (ALIGN), CLIP's end-of-text token or SigLIP's pooler head."""
 
 from __future__ import annotations
 
@@ -14,21 +15,27 @@ import torch
 from torch import nn
 
 from eclip.errors import EclipError
-from eclip.models.config import TextConfig
+from eclip.models.config import SCRATCH, TextConfig
+from eclip.models.pretrained import TEXT_CLASSES, checkpoint_config, load_tower, quiet_transformers, tower_from_config
 
-SCRATCH = "scratch"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 MIN_BUCKET_ROWS = 32  # length buckets of the text tower's forward pass (TextEncoder.forward)
 MAX_BUCKETS = 8
 
 
 class TextProcessor:
-    """Titles -> padded token tensors with one `tokenizers.Tokenizer` (saved as tokenizer.json in a RUN_DIR)."""
+    """Titles -> padded token tensors with one `tokenizers.Tokenizer` (saved as tokenizer.json in a RUN_DIR).
+
+    The tokenizer's padding settings, saved with it, say the pad id (a pretrained tokenizer's own) and whether
+    every row is padded to max_length (SigLIP's text tower was trained so, and reads its last position)."""
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.pad_id = tokenizer.token_to_id("[PAD]") or 0
+        padding = tokenizer.padding
+        self.pad_id = padding["pad_id"] if padding else tokenizer.token_to_id("[PAD]") or 0
+        self.pad_token = padding["pad_token"] if padding else "[PAD]"
+        self.fixed_length = bool(padding and padding["length"])
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length)
 
@@ -38,14 +45,17 @@ class TextProcessor:
         return cls(Tokenizer.from_file(str(path)), max_length)
 
     def save(self, path: Path) -> None:
+        self.tokenizer.enable_padding(pad_id=self.pad_id, pad_token=self.pad_token,
+                                      length=self.max_length if self.fixed_length else None)
         self.tokenizer.save(str(path))
+        self.tokenizer.no_padding()
 
     def token_ids(self, titles: list[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self.tokenizer.encode_batch(list(titles))]
 
     def pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> input_ids (B, L), attention_mask (B, L) with L the longest row."""
-        length = max(len(row) for row in ids)
+        """-> input_ids (B, L), attention_mask (B, L) with L the longest row (max_length for a fixed length)."""
+        length = self.max_length if self.fixed_length else max(len(row) for row in ids)
         input_ids = np.full((len(ids), length), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(ids), length), dtype=np.int64)
         for i, row in enumerate(ids):
@@ -159,21 +169,33 @@ def resolve_checkpoint(name: str) -> str:
     return str(folder)
 
 
+# pooling -> the text models that have it; mean and cls work on any encoder
+POOLING_MODELS = {"eos": ("clip_text_model",), "pooler": ("siglip_text_model",)}
+
+
 class TextEncoder(nn.Module):
-    """Token ids (B, L) and attention mask (B, L) -> pooled features (B, width)."""
+    """Token ids (B, L) and attention mask (B, L) -> pooled features (B, width). `bert` is any of the text models
+    (the name stays for the weights' keys in saved runs)."""
 
     def __init__(self, bert: nn.Module, pooling: str):
         super().__init__()
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"text pooling must be 'mean' or 'cls', got {pooling!r}")
+        model_type = bert.config.model_type
+        if pooling in POOLING_MODELS and model_type not in POOLING_MODELS[pooling]:
+            raise EclipError(f"text.pooling {pooling!r} needs a {' or '.join(POOLING_MODELS[pooling])} tower, the "
+                             f"text model is {model_type!r}: use mean or cls")
         self.bert = bert
         self.pooling = pooling
+        # SigLIP reads the last position of a row padded to its full length, attending to the padding, as trained
+        self.unmasked = model_type == "siglip_text_model"
         if getattr(bert, "pooler", None) is not None:
             bert.pooler = None  # unused: a pooler without gradients would stall DDP
 
     @property
     def width(self) -> int:
-        return self.bert.config.hidden_size
+        config = self.bert.config
+        if self.pooling == "pooler":  # SigLIP's head projects to its own size
+            return getattr(config, "projection_size", config.hidden_size)
+        return config.hidden_size
 
     @property
     def locked(self) -> bool:
@@ -185,8 +207,11 @@ class TextEncoder(nn.Module):
         if layers == 0:
             return
         self.bert.embeddings.requires_grad_(False)
-        for layer in self.bert.encoder.layer[:layers if layers >= 0 else None]:
+        stack = getattr(self.bert.encoder, "layer", None) or self.bert.encoder.layers  # BERT-family or CLIP/SigLIP
+        for layer in stack[:layers if layers >= 0 else None]:
             layer.requires_grad_(False)
+        if layers < 0 or layers >= len(stack):  # the parts above the layers too, so the tower is locked
+            self.bert.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rows are encoded in length buckets, each cut to its own longest title: catalogue titles are short
@@ -195,6 +220,8 @@ class TextEncoder(nn.Module):
         MIN_BUCKET_ROWS rows, so that matrix products stay large enough to run at full speed (a small batch is
         one bucket). Right padding only; any other mask goes through in one uncut pass."""
         rows = input_ids.shape[0]
+        if self.unmasked:
+            return self._encode(input_ids, attention_mask)
         if not rows or not bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):
             return self._encode(input_ids, attention_mask)
         lengths = attention_mask.sum(dim=1)  # (B,)
@@ -206,7 +233,10 @@ class TextEncoder(nn.Module):
         return torch.cat(pooled)[torch.argsort(order)]  # (B, W) back in the input order
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, W)
+        output = self.bert(input_ids=input_ids, attention_mask=None if self.unmasked else attention_mask)
+        if self.pooling in POOLING_MODELS:
+            return output.pooler_output  # (B, W)
+        hidden = output.last_hidden_state  # (B, L, W)
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
@@ -214,9 +244,45 @@ class TextEncoder(nn.Module):
 
 
 def bert_from_config(hf_config: dict) -> nn.Module:
+    if hf_config.get("model_type") in TEXT_CLASSES:
+        return tower_from_config(hf_config, TEXT_CLASSES)
     from transformers import AutoConfig, AutoModel
     config = AutoConfig.for_model(**hf_config)
     return AutoModel.from_config(config, attn_implementation="sdpa")
+
+
+def _pretrained_text_model(source: str) -> nn.Module:
+    """CLIP's and SigLIP's text towers (from their own or a whole CLIPModel / SiglipModel checkpoint) through
+    their classes; any other encoder through AutoModel, as BERT, XLM-RoBERTa and MiniLM load."""
+    if Path(source).is_dir() and checkpoint_config(source, "text.model").get("model_type") in TEXT_CLASSES:
+        return load_tower(source, TEXT_CLASSES, "text.model")
+    from transformers import AutoModel
+    with quiet_transformers():
+        model = AutoModel.from_pretrained(source, attn_implementation="sdpa")
+    if model.config.model_type in ("clip", "siglip"):
+        return load_tower(source, TEXT_CLASSES, "text.model")
+    return model
+
+
+def _pretrained_tokenizer(source: str, config: TextConfig, model_type: str):
+    """The checkpoint's fast tokenizer with its pad id recorded (and SigLIP's padding to the full length)."""
+    tokenizer_file = Path(source) / "tokenizer.json"
+    if tokenizer_file.is_file():
+        from tokenizers import Tokenizer
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        settings_file = Path(source) / "tokenizer_config.json"
+        pad_token = json.loads(settings_file.read_text()).get("pad_token") if settings_file.is_file() else None
+        pad_token = pad_token.get("content") if isinstance(pad_token, dict) else pad_token
+        pad_id = tokenizer.token_to_id(pad_token) if pad_token else None
+    else:
+        from transformers import AutoTokenizer
+        wrapper = AutoTokenizer.from_pretrained(source)
+        tokenizer, pad_id = wrapper.backend_tokenizer, wrapper.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.token_to_id("[PAD]") or 0
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=tokenizer.id_to_token(pad_id) or "[PAD]",
+                             length=config.max_length if model_type == "siglip_text_model" else None)
+    return tokenizer
 
 
 def build_text_tower(config: TextConfig, titles=None) -> tuple[TextEncoder, TextProcessor, dict]:
@@ -232,13 +298,10 @@ def build_text_tower(config: TextConfig, titles=None) -> tuple[TextEncoder, Text
                          pad_token_id=tokenizer.token_to_id("[PAD]"))
         bert = bert_from_config(hf_config)
     else:
-        from transformers import AutoModel, AutoTokenizer
         source = resolve_checkpoint(config.model)
         try:
-            bert = AutoModel.from_pretrained(source, attn_implementation="sdpa")
-            tokenizer_file = Path(source) / "tokenizer.json"
-            tokenizer = (TextProcessor.load(tokenizer_file, config.max_length).tokenizer if tokenizer_file.is_file()
-                         else AutoTokenizer.from_pretrained(source).backend_tokenizer)
+            bert = _pretrained_text_model(source)
+            tokenizer = _pretrained_tokenizer(source, config, bert.config.model_type)
         except OSError as error:
             raise EclipError(f"cannot load text model {config.model!r} ({str(error).splitlines()[0]}): give a local "
                              f"checkpoint folder, an installed model package, or 'scratch'") from error

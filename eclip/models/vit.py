@@ -69,7 +69,7 @@ class VisionTransformer(nn.Module):
             keep = max(1, round(patches * (1 - self.mask_ratio)))
             kept = torch.rand(batch, patches, device=x.device).argsort(dim=1)[:, :keep]  # (B, K)
             x = x.gather(1, kept[:, :, None].expand(-1, -1, width))  # (B, K, W)
-        x = torch.cat([(self.cls_token + self.pos_embed[:, :1]).expand(len(x), -1, -1), x], dim=1)  # (B, 1+K, W)
+        x = torch.cat([(self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+K, W)
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)

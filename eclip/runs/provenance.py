@@ -29,6 +29,18 @@ def weights_sha256(run_dir) -> str:
     return file_sha256(Path(run_dir) / WEIGHTS_FILE)
 
 
+def tensors_sha256(tensors: dict) -> str:
+    """sha256 of a state dict's names, dtypes, shapes and bytes: the fingerprint of weights held in memory (a
+    pretrained tower loaded from wherever it came)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        # numpy has no bfloat16: floats are hashed as float32, which holds every half-precision value exactly
+        digest.update((tensor.float() if tensor.is_floating_point() else tensor).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def weights_fingerprint(run_dir) -> dict:
     """Size, modification time and sha256 of RUN_DIR's weights, recorded with what they produce (EMB_DIR, task
     heads) so that `same_weights` can tell whether a model is the one that produced it."""

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eclip.models.image_processing import normalize, open_image, pad_square
+from eclip.models.image_processing import ImagePreprocessing, open_image, pad_square
 
 LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
@@ -50,9 +50,10 @@ def colour_jitter(pixels: torch.Tensor, strength: float, rng: np.random.Generato
     return (grey + saturation * (pixels - grey)).clamp(0, 1)
 
 
-def augment_batch(jpegs: list[bytes], size: int, scale_min: float, flip: bool, jitter: float,
-                  rng: np.random.Generator) -> torch.Tensor:
-    """JPEG bytes -> normalized, augmented pixels (B, 3, S, S)."""
-    views = np.stack([augmented_view(jpeg, size, scale_min, flip, rng) for jpeg in jpegs])  # (B, S, S, 3)
+def augment_batch(jpegs: list[bytes], preprocessing: ImagePreprocessing, scale_min: float, flip: bool,
+                  jitter: float, rng: np.random.Generator) -> torch.Tensor:
+    """JPEG bytes -> augmented pixels (B, 3, S, S) at the model's size, normalized with its channel statistics
+    (a pretrained tower's own, as at inference)."""
+    views = np.stack([augmented_view(jpeg, preprocessing.size, scale_min, flip, rng) for jpeg in jpegs])  # (B, S, S, 3)
     pixels = colour_jitter(torch.from_numpy(views).permute(0, 3, 1, 2).float() / 255.0, jitter, rng)
-    return normalize(pixels * 255.0)
+    return preprocessing.normalize(pixels * 255.0)

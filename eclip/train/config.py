@@ -45,6 +45,9 @@ class TrainConfig:
     image_ssl_weight: float = option(0.0, "weight of SimCLR's NT-Xent between two augmented views of each image",
                                      low=0)
     ssl_temperature: float = option(0.1, "temperature of the SimCLR loss", above=0)
+    shuffle_buffer: int = option(50_000, "rows per process read and shuffled together: DATA_DIR's row groups are "
+                                         "streamed a window of this many rows at a time (the next read while one "
+                                         "trains); 0 = a process's whole share at once", low=0)
     category_batches: bool = option(False, "fill batches from a few categories at a time (hard negatives)")
     category_fraction: float = option(0.5, "share of each batch drawn category by category; the rest at random",
                                       low=0, high=1)
@@ -100,6 +103,6 @@ class DistillConfig:
 
 
 def load_config(name_or_file: str | Path) -> Config:
-    """A training recipe shipped with eclip (`list_configs("train")`: tiny, small, b32-bert) or a .toml/.json file
-    (a RUN_DIR's config.json included)."""
+    """A training recipe shipped with eclip (`list_configs("train")`: tiny, small, b32-bert, clip-b32, siglip-b16)
+    or a .toml/.json file (a RUN_DIR's config.json included)."""
     return load(Config, config_path("train", name_or_file))

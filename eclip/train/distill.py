@@ -111,7 +111,7 @@ def distill(run_dir: Path, data_dir: Path, config: DistillConfig | None = None, 
     strings = titles + queries
     targets = torch.from_numpy(_teacher_vectors(model, strings, "teacher vectors"))  # (N, D)
 
-    piece_embeddings = model.text.bert.embeddings.word_embeddings.weight  # (V, W)
+    piece_embeddings = model.text.bert.get_input_embeddings().weight  # (V, W); BERT, XLM-R, CLIP or SigLIP text
     shape = QueryEncoderShape(vocab_size=piece_embeddings.shape[0], width=piece_embeddings.shape[1],
                               hidden=config.hidden, embed_dim=model.config.embed_dim)
     encoder = QueryEncoder(shape, processor)

@@ -4,7 +4,7 @@ and the batch-size schedule, logged to metrics.jsonl and checkpointed atomically
 RUN_DIR after a run:
     config.json           the resolved config
     model.safetensors     final weights;  tokenizer.json + text_config.json rebuild the text tower
-    checkpoints/          step-NNNNNNN.pt: model, optimizer, grad scaler, sampler position, RNG state
+    checkpoints/          step-NNNNNNN.pt: model, optimizer, grad scaler, each process's data position and RNG state
     metrics.jsonl         one line per step
     curves.png            loss, temperature and batch size over steps
 """
@@ -24,9 +24,10 @@ import torch
 import torch.distributed as dist
 
 from eclip.errors import EclipError
-from eclip.models import CONFIG_FILE, MODEL_FILE, TEXT_CONFIG_FILE, TOKENIZER_FILE, build_model, save_model
+from eclip.models import (CONFIG_FILE, MODEL_FILE, TEXT_CONFIG_FILE, ImagePreprocessing, build_model, restore_model,
+                          save_model)
 from eclip.models.dual_encoder import DualEncoder
-from eclip.models.text import text_tower_from_saved
+from eclip.models.pretrained import resolve_for_run
 from eclip.progress import progress_bar
 from eclip.runs.device import resolve_device
 from eclip.runs.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
@@ -34,9 +35,10 @@ from eclip.runs.rng import capture_rng, restore_rng
 from eclip.train.checkpoint import checkpoint_step, checkpoints, load_checkpoint, save_checkpoint, save_weights
 from eclip.train.config import Config
 from eclip.train.dataset import PairDataset
+from eclip.train.features import cached_text_features
 from eclip.train.gradcache import contrastive_backward
 from eclip.train.loss import Objective
-from eclip.train.sampler import BatchStream
+from eclip.train.stream import PairStream
 from eclip.train.schedule import batch_size_at, lr_at
 
 METRICS_FILE = "metrics.jsonl"
@@ -86,10 +88,9 @@ def _split(batch: dict[str, torch.Tensor], size: int) -> list[dict[str, torch.Te
 
 
 def _restore_model(run_dir: Path, config: Config) -> DualEncoder:
-    text_encoder, processor = text_tower_from_saved(config.model.text, run_dir / TEXT_CONFIG_FILE,
-                                                    run_dir / TOKENIZER_FILE)
-    text_encoder.freeze_lower(config.model.text.frozen_layers)
-    return DualEncoder(config.model, text_encoder, processor)
+    model = restore_model(run_dir, config.model)
+    model.text.freeze_lower(config.model.text.frozen_layers)
+    return model
 
 
 def _metrics_upto(path: Path, step: int) -> list[dict]:
@@ -120,16 +121,18 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
 
     # ---------------------------------------------------------------- data and model
     objective = Objective(t.objective, t.image_ssl_weight, t.ssl_temperature)
-    dataset = PairDataset(data_dir, config.model.vision.image_size, config.augment, t.text_column,
-                          second_view=objective.needs_second_view)
+    resolve_for_run(config.model, run_dir, resuming=resume and bool(saved))
+    dataset = PairDataset(data_dir, ImagePreprocessing.of(config.model.vision), config.augment, t.text_column,
+                          second_view=objective.needs_second_view, world=world)
     if len(dataset) < t.batch_size:
         raise EclipError(f"{data_dir}: {len(dataset)} training pairs, fewer than batch_size {t.batch_size}: "
                          f"use a smaller --batch-size")
     if resume and saved:
         model, hf_text_config = _restore_model(run_dir, config), json.loads((run_dir / TEXT_CONFIG_FILE).read_text())
     else:
-        model, hf_text_config = build_model(config.model, dataset.titles)
-    dataset.tokenize(model.processor)
+        model, hf_text_config = build_model(config.model, dataset.titles())
+    dataset.set_batch_rules(model.processor, t.category_fraction if t.category_batches else 0.0,
+                            t.group_fraction if t.group_batches else None)
     model.logit_bias.requires_grad_(t.objective == "siglip")
     model.to(device)
 
@@ -140,15 +143,19 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
                          f" = {multiple}, which must be a multiple of the {world} process(es)")
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=t.lr, betas=(0.9, 0.98), eps=1e-6)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16" and device.type == "cuda")
-    stream = BatchStream(len(dataset), t.seed, dataset.categories if t.category_batches else None,
-                         t.category_fraction, dataset.groups if t.group_batches else None, t.group_fraction)
+    reader = ThreadPoolExecutor(1)  # reads the next shuffle window while the current one trains
+    stream = PairStream(dataset.units, t.seed, rank, world, t.shuffle_buffer,
+                        lambda key, units: dataset.open_window(key, units, t.seed, rank), reader)
     start_step = 0
     if saved:
         state = load_checkpoint(saved[-1])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        stream.load_state_dict(state["sampler"])
+        positions = state["sampler"] if isinstance(state["sampler"], list) else [state["sampler"]]  # one per rank
+        if len(positions) != world:
+            raise EclipError(f"{saved[-1]} was written by {len(positions)} process(es): resume it with as many")
+        stream.load_state_dict(positions[rank])
         restore_rng(state["rng"][rank], device)
         start_step = state["step"]
 
@@ -161,7 +168,7 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
                 else nullcontext())
 
     if model.text.locked:
-        dataset.cache_text_features(model.text, autocast=autocast)
+        dataset.text_features = cached_text_features(dataset, model.text, t.precision, autocast, rank, world)
 
     def embed(micro_batch):
         # Micro-batches move to the device one at a time: a large effective batch stays in host memory.
@@ -179,16 +186,16 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
     def draw(step: int, loader: ThreadPoolExecutor):
         """-> (batch size, the batch being made in `loader`, the sampler state that a checkpoint of `step` keeps).
         A batch depends on (seed, step, rank) alone, so making the next one while a step computes (JPEG decoding
-        and augmentation, about 15 % of a `tiny` step) leaves the run exactly as it would be without."""
+        and augmentation, about 15 % of a `tiny` step) leaves the run exactly as it would be without. Each
+        process draws its share of the batch from its own stream."""
         batch_size = batch_size_at(step, t.steps, t.batch_size_start, t.batch_size, t.batch_schedule, multiple)
-        indices = stream.next(batch_size)
-        local = indices[rank * batch_size // world:(rank + 1) * batch_size // world]
-        return (batch_size, loader.submit(dataset.batch, local, np.random.default_rng([t.seed, step, rank])),
+        pieces = stream.next(batch_size // world)
+        return (batch_size, loader.submit(dataset.batch, pieces, np.random.default_rng([t.seed, step, rank])),
                 stream.state_dict())
 
     model.train()
     record = metrics[-1] if metrics else {}
-    with progress_bar("train", t.steps, "loss", "pairs_per_s") as advance, ThreadPoolExecutor(1) as loader:
+    with progress_bar("train", t.steps, "loss", "pairs_per_s") as advance, ThreadPoolExecutor(1) as loader, reader:
         advance(start_step)
         upcoming = draw(start_step, loader) if start_step < t.steps else None
         for step in range(start_step, t.steps):
@@ -234,13 +241,14 @@ def train(data_dir: Path, run_dir: Path, config: Config, resume: bool = False, o
 
 
 def _checkpoint(run_dir, step, model, optimizer, scaler, sampler_state, device, rank, world, keep) -> None:
-    rng = [capture_rng(device)]
-    if world > 1:  # every rank's dropout stream, so that each resumes exactly
-        rng = [None] * world
+    rng, sampler = [capture_rng(device)], [sampler_state]
+    if world > 1:  # every rank's dropout stream and data position, so that each resumes exactly
+        rng, sampler = [None] * world, [None] * world
         dist.all_gather_object(rng, capture_rng(device))
+        dist.all_gather_object(sampler, sampler_state)
     if rank == 0:
         state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scaler": scaler.state_dict(), "sampler": sampler_state, "rng": rng}
+                 "scaler": scaler.state_dict(), "sampler": sampler, "rng": rng}
         save_checkpoint(run_dir, step, state, keep)
 
 

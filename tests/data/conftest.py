@@ -1,5 +1,4 @@
-"""The one Spark session (local[2]) every Spark test in tests/data shares: a JVM takes seconds to start, and a
-process can hold only one session."""
+"""The one Spark session (local[2]) of the data tests that run on Spark."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """`eclip prepare --engine spark`: the same DATA_DIR as the local engine, row by row; the same one-line errors;
-part files; connected components against union-find. One Spark session (local[2], tests/data/conftest.py) serves every test."""
+part files; connected components against union-find. One Spark session (local[2], tests/data/conftest.py) serves
+every test."""
 
 from __future__ import annotations
 
@@ -68,9 +69,12 @@ def planted_offers(tmp_path_factory, prepared_fashion) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("max_group", [1, 50])  # keep-first everywhere (the default), and groups merged whole
-def test_spark_gives_the_local_data_dir_row_by_row(spark, planted_offers, tmp_path, max_group):
-    config = PrepareConfig(workers=1, boilerplate_max_images=2, max_duplicate_group=max_group)
+# keep-first everywhere (the default), with the one-cell near-duplicate search the local engine runs; groups merged
+# whole, with the search partitioned into 4 cells (which finds every pair here: test_spark_near.py)
+@pytest.mark.parametrize("max_group, cells", [(1, 0), (50, 4)])
+def test_spark_gives_the_local_data_dir_row_by_row(spark, planted_offers, tmp_path, max_group, cells):
+    config = PrepareConfig(workers=1, boilerplate_max_images=2, max_duplicate_group=max_group,
+                           near_duplicate_cells=cells)
     local = prepare(planted_offers, tmp_path / "local", config=config)
     assert {"duplicate_product_id", "title_boilerplate", "image_missing", "duplicate_title"} <= set(local["rejected"])
     report = prepare(planted_offers, tmp_path / "spark", config=config, engine="spark")

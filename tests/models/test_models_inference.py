@@ -14,7 +14,7 @@ from PIL import Image
 
 from eclip.errors import EclipError
 from eclip.models import MODEL_FILE, build_model, embed_images, embed_texts, image_pixels, load_model, save_model
-from eclip.models.image_processing import MEAN, STD, eval_pixels, open_image
+from eclip.models.image_processing import MEAN, STD, ImagePreprocessing, eval_pixels, open_image
 from eclip.train.checkpoint import save_weights
 from eclip.train.config import Config
 from eclip.models.config import ModelConfig, TextConfig, VisionConfig
@@ -115,19 +115,20 @@ def test_embeddings_are_unit_float32_rows_independent_of_the_batch_size(tmp_path
 
 def test_eval_pixels_pad_to_a_white_square_and_accept_bytes_paths_and_images(tmp_path):
     red = Image.new("RGB", (32, 16), (255, 0, 0))  # wide: white bands above and below
-    pixels = eval_pixels([red], 16)  # (1, 3, 16, 16)
+    pixels = eval_pixels([red], ImagePreprocessing(16))  # (1, 3, 16, 16)
     white = ((torch.ones(3) - MEAN.view(3)) / STD.view(3)).view(3, 1)
     red_value = ((torch.tensor([1.0, 0, 0]) - MEAN.view(3)) / STD.view(3)).view(3, 1)
     assert pixels.shape == (1, 3, 16, 16)
     assert torch.allclose(pixels[0, :, 0], white.expand(3, 16), atol=1e-5)  # top row
     assert torch.allclose(pixels[0, :, 15], white.expand(3, 16), atol=1e-5)  # bottom row
     assert torch.allclose(pixels[0, :, 8], red_value.expand(3, 16), atol=1e-5)  # middle row
-    assert torch.equal(eval_pixels([red, red], 16), pixels.expand(2, -1, -1, -1))  # no randomness
+    assert torch.equal(eval_pixels([red, red], ImagePreprocessing(16)), pixels.expand(2, -1, -1, -1))  # no randomness
 
     (tmp_path / "a.jpg").write_bytes(IMAGES[1])
-    assert torch.equal(eval_pixels([IMAGES[1]], 32), eval_pixels([tmp_path / "a.jpg"], 32))
+    assert torch.equal(eval_pixels([IMAGES[1]], ImagePreprocessing(32)),
+                       eval_pixels([tmp_path / "a.jpg"], ImagePreprocessing(32)))
     grey = Image.new("L", (20, 20), 128)  # any mode becomes RGB
-    assert eval_pixels([grey], 16).shape == (1, 3, 16, 16)
+    assert eval_pixels([grey], ImagePreprocessing(16)).shape == (1, 3, 16, 16)
 
 
 def test_images_are_read_upright_and_thin_ones_shrink_before_padding():
@@ -144,7 +145,7 @@ def test_images_are_read_upright_and_thin_ones_shrink_before_padding():
 
     thin = Image.new("RGB", (25_000, 1), (0, 128, 0))  # padded as is, a 25,000 x 25,000 canvas (1.9 GB)
     assert max(open_image(thin, 16).size) == 64
-    assert eval_pixels([thin], 16).shape == (1, 3, 16, 16)
+    assert eval_pixels([thin], ImagePreprocessing(16)).shape == (1, 3, 16, 16)
 
 
 def test_encoders_return_unit_vectors_and_the_temperature_is_clamped(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from eclip.models.image_processing import ImagePreprocessing
 from eclip.train.augment import augment_batch, augmented_view, colour_jitter, random_resized_crop
 
 
@@ -27,10 +28,11 @@ def jpeg(image: Image.Image) -> bytes:
 
 def test_same_generator_same_batch_another_generator_another_batch():
     jpegs = [jpeg(half_red_half_blue()), jpeg(Image.new("RGB", (80, 50), (30, 160, 60)))]
-    first = augment_batch(jpegs, 32, 0.5, True, 0.2, np.random.default_rng(3))
+    preprocessing = ImagePreprocessing(32)
+    first = augment_batch(jpegs, preprocessing, 0.5, True, 0.2, np.random.default_rng(3))
     assert first.shape == (2, 3, 32, 32)
-    assert torch.equal(first, augment_batch(jpegs, 32, 0.5, True, 0.2, np.random.default_rng(3)))
-    assert not torch.equal(first, augment_batch(jpegs, 32, 0.5, True, 0.2, np.random.default_rng(4)))
+    assert torch.equal(first, augment_batch(jpegs, preprocessing, 0.5, True, 0.2, np.random.default_rng(3)))
+    assert not torch.equal(first, augment_batch(jpegs, preprocessing, 0.5, True, 0.2, np.random.default_rng(4)))
 
 
 def test_random_resized_crop_keeps_at_least_the_asked_share_of_the_area():
@@ -63,3 +65,13 @@ def test_colour_jitter_is_off_at_zero_keeps_grey_grey_and_stays_in_range():
     grey = torch.rand(4, 1, 8, 8).expand(4, 3, 8, 8)
     out = colour_jitter(grey, 0.4, rng)
     assert torch.allclose(out[:, 0], out[:, 1], atol=1e-6) and torch.allclose(out[:, 1], out[:, 2], atol=1e-6)
+
+
+def test_augmented_pixels_are_normalized_with_the_models_statistics():
+    """A pretrained tower's own mean and std (SigLIP's 0.5 / 0.5 here) apply in training as at inference: a white
+    photo, without jitter, is 1.0 on every channel."""
+    white = jpeg(Image.new("RGB", (40, 40), (255, 255, 255)))
+    siglip = ImagePreprocessing(16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    pixels = augment_batch([white], siglip, 0.5, True, 0.0, np.random.default_rng(0))  # (1, 3, 16, 16)
+    assert pixels.shape == (1, 3, 16, 16)
+    assert torch.allclose(pixels, torch.ones_like(pixels), atol=1e-6)

@@ -18,21 +18,9 @@ from eclip.errors import EclipError
 from eclip.models import embed_images, embed_texts, load_model
 import eclip.config
 from eclip.config import apply_arguments, leaf_fields
-from eclip.train.config import Config, TrainConfig, load_config
-from eclip.models.config import ModelConfig, TextConfig, VisionConfig
+from eclip.train.config import Config, load_config
 from eclip.train.loop import resolve_precision, train
-from tests.train.train_helpers import rewritten_copy
-
-
-def small_config(**train) -> Config:
-    """Seconds per step on CPU: a 16 px ViT and a from-scratch BERT on a WordPiece vocabulary of the titles."""
-    return Config(
-        model=ModelConfig(embed_dim=16,
-                          vision=VisionConfig(image_size=16, patch_size=8, width=32, depth=1, heads=2, dropout=0.1),
-                          text=TextConfig(model="scratch", vocab_size=300, width=32, depth=1, heads=2, max_length=16)),
-        train=TrainConfig(**{"steps": 4, "batch_size": 32, "batch_size_start": 16, "batch_schedule": "cosine",
-                             "micro_batch_size": 8, "warmup_steps": 1, "checkpoint_every": 1, "keep_checkpoints": 5,
-                             "threads": 1, **train}))
+from tests.train.train_helpers import rewritten_copy, small_config
 
 
 def test_run_dir_contents_and_inference_round_trip(fashion_data_dir, tmp_path):
@@ -164,7 +152,8 @@ def test_every_config_field_has_a_command_line_option(monkeypatch):
             argv.append(f"--{option}" if expected[keys] else f"--no-{option}")
         else:
             choices = [c for c in field.metadata.get("choices") or () if c != lookup(tiny, keys)]
-            expected[keys] = choices[0] if choices else {int: 1000 + i, float: 0.5 + i, str: f"value-{i}"}[kind]
+            made_up = {int: 1000 + i, float: 0.5 + i, str: f"value-{i}", list[float]: [0.5 + i, 0.25, 0.125]}
+            expected[keys] = choices[0] if choices else made_up[kind]
             argv += [f"--{option}", str(expected[keys])]
     config = apply_arguments(load_config("tiny"), build_parser().parse_args(argv)).to_dict()
     assert {keys: lookup(config, keys) for keys in expected} == expected

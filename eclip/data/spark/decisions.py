@@ -4,9 +4,8 @@ component.
 - duplicate product ids: a window per product_id, the first row wins;
 - boilerplate titles: distinct image hashes per title_norm over `--boilerplate-max-images`;
 - exact keys (title, image hash): each row linked to the first row of its key, a star per key;
-- near-duplicate images (the simple version): the descriptors are read on the driver from the spool, file by
-  file, and `dedup.verified_near_duplicates` finds and verifies the pairs, as the local engine does; the pairs
-  become edges too. A partitioned search (IVF lists as partitions) is not written yet (docs/data.md).
+- near-duplicate images: the partitioned search and the ORB verification of `near.py`, in executor tasks;
+  the pairs become edges too.
 
 A row's decision depends only on the rows it is linked to, directly or through others, so the links' connected
 components are decided independently: `groupBy(component).applyInArrow(decide_component)`, which calls the
@@ -17,15 +16,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from eclip.data.config import PrepareConfig
-from eclip.data.dedup import resolve_component, verified_near_duplicates
-from eclip.data.prepare import descriptors_for, thumbnails_for
+from eclip.data.dedup import resolve_component
 from eclip.data.spark.components import connected_components
+from eclip.data.spark.near import near_pairs
 
 DECISION = pa.schema([("row", pa.int64()), ("reason", pa.string()), ("detail", pa.string()),
                       ("weak_catalog", pa.string()), ("group_id", pa.string()), ("product_id", pa.string()),
@@ -55,23 +53,6 @@ def decide_component(rows: pa.Table, methods: tuple[str, ...], weak_catalogs: bo
                      [r is None for r in outcome.reason]], schema=DECISION)
 
 
-def _near_pairs(spark: SparkSession, remaining: DataFrame, spool: Path, config: PrepareConfig) -> DataFrame | None:
-    """(src, dst) = (later row, earlier row) of every near-duplicate pair, found on the driver."""
-    rows = remaining.select("row").orderBy("row").toArrow().column("row").to_numpy()
-    if len(rows) < 2:
-        return None
-    vectors = descriptors_for(spool, rows)
-
-    def thumbnails(positions: np.ndarray) -> dict[int, bytes]:  # pairs are positions in `rows`
-        found = thumbnails_for(spool, rows[positions])
-        return {int(k): found[int(rows[k])] for k in positions}
-
-    left, right, _ = verified_near_duplicates(vectors, config.near_duplicate_threshold,
-                                              config.near_duplicate_verify_threshold, thumbnails, config.worker_count())
-    return spark.createDataFrame(pa.table({"src": pa.array(rows[right], pa.int64()),
-                                           "dst": pa.array(rows[left], pa.int64())}))
-
-
 def decide(spark: SparkSession, spool: Path, config: PrepareConfig) -> tuple[DataFrame, DataFrame, dict]:
     """(decisions: row, reason, detail, weak_catalog for every row stage 2 rejects or gives a weak catalog;
     groups: DUPLICATE_GROUPS_SCHEMA's columns), both checkpointed, and the report's figures of the groups (their
@@ -98,7 +79,7 @@ def decide(spark: SparkSession, spool: Path, config: PrepareConfig) -> tuple[Dat
     edges = [remaining.join(remaining.groupBy(_EXACT[m]).agg(F.min("row").alias("dst")), _EXACT[m])
              .where(F.col("row") != F.col("dst")).select(F.col("row").alias("src"), "dst")
              for m in methods if m in _EXACT]
-    near = _near_pairs(spark, remaining, spool, config) if "image_embedding" in methods else None
+    near = near_pairs(spark, remaining, spool, config) if "image_embedding" in methods else None
     if near is not None:
         edges.append(near)
     early = same_id.unionByName(boilerplate_rows).withColumn("weak_catalog", F.lit(None).cast("string"))
