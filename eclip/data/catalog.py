@@ -1,9 +1,10 @@
 """Reading a catalogue in any column layout as a stream of Arrow record batches in the canonical layout.
 
 Canonical columns: `row` (1-based data row), `product_id`, `title`, `image` (path relative to the catalogue's
-folder), and where present `category`, `catalog_id`, `brand`, `price`, `description`, `adult`, `flagged`,
-`attr_<name>`. Everything is read as text (but `adult`, a nullable bool): a catalogue's types are its seller's
-guess, checked later. Ids lose surrounding spaces, so ' p1' and 'p1' are one id.
+folder; null where the images are bytes and no path column is mapped), and where present `image_bytes` (the
+encoded image itself, from a Parquet binary column), `category`, `catalog_id`, `brand`, `price`, `description`,
+`adult`, `flagged`, `attr_<name>`. Everything is read as text (but `adult`, a nullable bool, and `image_bytes`): a
+catalogue's types are its seller's guess, checked later. Ids lose surrounding spaces, so ' p1' and 'p1' are one id.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from eclip.errors import EclipError
 from eclip.files import is_utf8
 
 REQUIRED = ("product_id", "title", "image")
-OPTIONAL = ("category", "catalog_id", "brand", "price", "description", "adult", "flagged")
+# image_bytes: a row's image is these bytes rather than the file `image` names (a Parquet binary column only)
+IMAGE_BYTES = "image_bytes"
+OPTIONAL = ("category", "catalog_id", "brand", "price", "description", "adult", "flagged", IMAGE_BYTES)
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 TRUE_TEXTS = ("1", "true", "t", "yes", "y")  # case-blind, around spaces
 FALSE_TEXTS = ("0", "false", "f", "no", "n", "")
@@ -92,11 +95,13 @@ class ColumnMapping:
         if self.category_columns:
             resolved.pop("category", None)
         missing_sources = [c for c in self.source_columns(resolved) if c not in found]
-        missing_fields = [f for f in REQUIRED if f not in resolved and not (f == "image" and self.image_template)]
+        has_image = self.image_template or IMAGE_BYTES in resolved
+        missing_fields = [f for f in REQUIRED if f not in resolved and not (f == "image" and has_image)]
         if missing_fields or missing_sources:
             what = ", ".join([f"field {f}" for f in missing_fields] + [f"column {c}" for c in missing_sources])
             raise EclipError(f"{source}: missing {what}; columns found: {', '.join(found)}. "
-                             f"Map them with --map FIELD=COLUMN, --image-template or --category-columns")
+                             f"Map them with --map FIELD=COLUMN (images inside a Parquet table: --map "
+                             f"image_bytes=COLUMN), --image-template or --category-columns")
         return resolved
 
     def source_columns(self, resolved: dict[str, str]) -> list[str]:
@@ -129,12 +134,13 @@ def bad_utf8_line(path: Path) -> int | None:
     return None
 
 
-RawReader = Callable[[list[str]], Iterator[pa.RecordBatch]]
+RawReader = Callable[[list[str], str | None], Iterator[pa.RecordBatch]]
 
 
 def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], RawReader]:
-    """The file's own column names, and a reader of the given columns' rows as string record batches: columns the
-    mapping does not use are never read (nor converted, whatever their type)."""
+    """The file's own column names, and a reader of the given columns' rows as string record batches, but for the
+    image-bytes column (Parquet only), kept as binary: columns the mapping does not use are never read (nor
+    converted, whatever their type)."""
     if fmt in ("csv", "tsv"):
         delimiter = "," if fmt == "csv" else "\t"
         try:  # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark, which Arrow skips too
@@ -150,7 +156,7 @@ def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], RawR
                 return EclipError(f"{path}: line {bad_utf8_line(path)} is not valid UTF-8; re-encode the file as UTF-8")
             return EclipError(f"{path}: cannot parse the CSV: {error}")
 
-        def read_csv(columns: list[str]) -> Iterator[pa.RecordBatch]:
+        def read_csv(columns: list[str], image_bytes: str | None) -> Iterator[pa.RecordBatch]:
             try:  # the first block is parsed on open, so an error there is raised before any row is checked
                 reader = pacsv.open_csv(
                     path, read_options=pacsv.ReadOptions(block_size=1 << 22),
@@ -177,12 +183,22 @@ def _raw_batches(path: Path, fmt: str, batch_rows: int) -> tuple[list[str], RawR
             raise EclipError(f"{path}: not a readable Parquet file ({error})") from None
         header = parquet.schema_arrow.names
 
-        def read_parquet(columns: list[str]) -> Iterator[pa.RecordBatch]:
-            first_row = 1
-            for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-                yield pa.RecordBatch.from_arrays([_as_strings(c, name, first_row, path) for c, name in
-                                                  zip(batch.columns, batch.schema.names)], names=batch.schema.names)
-                first_row += batch.num_rows
+        def read_parquet(columns: list[str], image_bytes: str | None) -> Iterator[pa.RecordBatch]:
+            if image_bytes is not None:
+                kind = parquet.schema_arrow.field(image_bytes).type
+                if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+                    raise EclipError(f"{path}: column {image_bytes!r} (--map image_bytes) is {kind}, not binary; "
+                                     "map the column that holds the encoded image files (JPEG, PNG, WebP bytes)")
+
+            def batches():
+                first_row = 1
+                for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+                    yield pa.RecordBatch.from_arrays(
+                        [c.cast(pa.binary()) if name == image_bytes else _as_strings(c, name, first_row, path)
+                         for c, name in zip(batch.columns, batch.schema.names)], names=batch.schema.names)
+                    first_row += batch.num_rows
+
+            return batches()
 
         return header, read_parquet
     return _jsonl_batches(path, batch_rows)
@@ -226,7 +242,7 @@ def _jsonl_batches(path: Path, batch_rows: int) -> tuple[list[str], RawReader]:
     # takes a first pass over the file (it also finds a bad line before any row is checked).
     header = list(dict.fromkeys(key for record in records() for key in record))
 
-    def read_jsonl(columns: list[str]) -> Iterator[pa.RecordBatch]:
+    def read_jsonl(columns: list[str], image_bytes: str | None) -> Iterator[pa.RecordBatch]:
         pending = []
         for record in records():
             pending.append(record)
@@ -273,13 +289,15 @@ def canonical_batch(raw: pa.RecordBatch, resolved: dict[str, str], mapping: Colu
     data: dict[str, pa.Array] = {"row": pa.array(range(first_row, first_row + raw.num_rows), pa.int64())}
     column = lambda name: raw.column(raw.schema.get_field_index(name))
     for name, source in resolved.items():
-        data[name] = _blank_to_null(column(source))
+        data[name] = column(source) if name == IMAGE_BYTES else _blank_to_null(column(source))
     for name in ("product_id", "catalog_id"):  # the duplicate checks must see ' p1' and 'p1' as one id
         if name in data:
             data[name] = pc.utf8_trim_whitespace(data[name])
     if mapping.image_template:
         rows = raw.select(mapping.template_fields()).to_pylist()
         data["image"] = pa.array([mapping.image_template.format(**{k: (v or "") for k, v in r.items()}) for r in rows], pa.string())
+    elif "image" not in resolved:  # the images are bytes: no path to record
+        data["image"] = pa.nulls(raw.num_rows, pa.string())
     if mapping.category_columns:
         parts = [column(c).to_pylist() for c in mapping.category_columns]
         data["category"] = pa.array([" > ".join(p.strip() for p in path if p and p.strip()) or None for path in zip(*parts)], pa.string())
@@ -291,8 +309,9 @@ def canonical_batch(raw: pa.RecordBatch, resolved: dict[str, str], mapping: Colu
 def canonical_schema(resolved: dict[str, str], mapping: ColumnMapping) -> pa.Schema:
     """The columns `canonical_batch` gives for this resolved mapping, in its order."""
     names = ["row", *resolved]
-    names += ["image"] * bool(mapping.image_template) + ["category"] * bool(mapping.category_columns)
-    kind = {"row": pa.int64(), "adult": pa.bool_()}
+    names += ["image"] * (bool(mapping.image_template) or "image" not in resolved)
+    names += ["category"] * bool(mapping.category_columns)
+    kind = {"row": pa.int64(), "adult": pa.bool_(), IMAGE_BYTES: pa.binary()}
     return pa.schema([(name, kind.get(name, pa.string())) for name in names])
 
 
@@ -313,7 +332,12 @@ def open_catalog(path: Path, mapping: ColumnMapping | None = None,
         raise EclipError(f"{path}: the catalogue is empty; it needs at least one product")
     check_distinct_columns(path, header)
     resolved = mapping.resolve(header, path)
-    raw = read(mapping.source_columns(resolved))
+    image_bytes = resolved.get(IMAGE_BYTES)
+    if image_bytes is not None and detect_format(path) != "parquet":
+        raise EclipError(f"{path}: images as bytes (--map image_bytes={image_bytes}) are read from a Parquet binary "
+                         "column only; this file holds text: give image paths (--map image=COLUMN) or write the "
+                         "catalogue as Parquet")
+    raw = read(mapping.source_columns(resolved), image_bytes)
     return resolved, (batch for batch in raw if batch.num_rows)
 
 

@@ -25,7 +25,8 @@ def _add_prepare(sub) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="output DATA_DIR: a new or empty folder, or a DATA_DIR an earlier `eclip prepare` wrote")
     p.add_argument("--map", dest="mapping", type=_key_value, action="append", default=[], metavar="FIELD=COLUMN",
-                   help="read FIELD from the catalogue's COLUMN, e.g. --map product_id=id --map title=productDisplayName")
+                   help="read FIELD from the catalogue's COLUMN, e.g. --map product_id=id --map title=productDisplayName; "
+                        "--map image_bytes=COLUMN reads each image from a Parquet binary column instead of a file")
     p.add_argument("--image-template", metavar="TEMPLATE",
                    help="build the image path from columns, e.g. 'images/{id}.jpg' (paths are relative to the catalogue's folder)")
     p.add_argument("--category-columns", metavar="A,B,C",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # We enforce our own pixel cap from the header, before any decoding; Pillow's own check would raise a
 # DecompressionBombError only above 2x its limit and warn below it.
@@ -113,6 +113,8 @@ def decode_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, int, in
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             image_format = image.format
+    except UnidentifiedImageError:  # its text names the BytesIO's address, which differs from run to run
+        raise ImageRejected("image_unreadable", "UnidentifiedImageError: not an image format Pillow reads") from None
     except Exception as error:  # Pillow raises many types for non-images
         raise ImageRejected("image_unreadable", f"{type(error).__name__}: {error}"[:200]) from None
     if width * height > limits.max_pixels:

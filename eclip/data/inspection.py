@@ -3,7 +3,9 @@
 `inspect_batch` is a pure function of a canonical batch (see `catalog.py`), so it runs unchanged in a local
 process pool and under Spark's `mapInArrow` (`eclip.data.spark.rows`). It adds:
 `title_norm`, `price_value`, `width`, `height`, `image_hash`, `thumbnail`, `descriptor`, and
-`reject_reason`/`reject_detail` (null when the row passed every per-row check).
+`reject_reason`/`reject_detail` (null when the row passed every per-row check). A row's image is its
+`image_bytes` where that cell holds any, else the file its `image` names; the bytes are checked as a file's are,
+then dropped (the thumbnail keeps what later stages need), so the spool stays small.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from eclip.data.catalog import FALSE_TEXTS, TRUE_TEXTS, flag_value
+from eclip.data.catalog import FALSE_TEXTS, IMAGE_BYTES, TRUE_TEXTS, flag_value
 from eclip.data.config import PrepareConfig
 from eclip.data.descriptors import ImageDescriptor
 from eclip.data.images import ImageLimits, ImageRejected, decode_image, image_hash, locate_image, thumbnail_jpeg
@@ -81,9 +83,21 @@ def _check_text(row: dict, config: PrepareConfig) -> tuple[str, str] | None:
     return None
 
 
+def _image_data(row: dict, root: Path) -> bytes:
+    """The encoded image of a row: its image-bytes cell where it has one (part files may mix both ways), else the
+    file its `image` names, under `root` only."""
+    if row.get(IMAGE_BYTES):
+        return row[IMAGE_BYTES]
+    path = locate_image(root, row.get("image") or "")
+    try:
+        return path.read_bytes()
+    except OSError as error:  # no permission, an I/O error
+        raise ImageRejected("image_unreadable", f"{type(error).__name__}: {error.strerror}") from None
+
+
 def inspect_batch(batch: pa.RecordBatch, root: Path, config: PrepareConfig,
                   descriptor: ImageDescriptor) -> pa.RecordBatch:
-    """Validate every row of `batch`, reading its image from under `root` only."""
+    """Validate every row of `batch`, reading its image from its bytes or from under `root` only."""
     limits = ImageLimits(config.min_side, config.max_aspect, config.max_pixels)
     rows = batch.to_pylist()
     n = len(rows)
@@ -99,11 +113,7 @@ def inspect_batch(batch: pa.RecordBatch, root: Path, config: PrepareConfig,
         rejection = _check_text(row, config)
         if rejection is None:
             try:
-                path = locate_image(root, row.get("image") or "")
-                try:
-                    data = path.read_bytes()
-                except OSError as error:  # no permission, an I/O error
-                    raise ImageRejected("image_unreadable", f"{type(error).__name__}: {error.strerror}") from None
+                data = _image_data(row, root)
                 image, width[i], height[i] = decode_image(data, limits)
                 hashes[i] = image_hash(image)
                 thumbnails[i] = thumbnail_jpeg(data, image, config.thumbnail_size)
@@ -131,7 +141,7 @@ def inspect_batch(batch: pa.RecordBatch, root: Path, config: PrepareConfig,
         "reject_reason": pa.array(reasons, pa.string()),
         "reject_detail": pa.array(details, pa.string()),
     }
-    out = batch
+    out = batch.drop_columns([IMAGE_BYTES]) if IMAGE_BYTES in batch.schema.names else batch
     for name, array in columns.items():
         out = out.append_column(name, array)
     return out
