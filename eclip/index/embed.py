@@ -21,7 +21,7 @@ from eclip.index import EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE,
 from eclip.index.build import build_from_parts
 from eclip.index.config import IndexConfig
 from eclip.index.parts import embed_shard, part_provenance, rank_shards, recorded_provenance, torchrun_rank
-from eclip.index.vectors import PART_GLOB, embedding_files, normalize_rows
+from eclip.index.vectors import embedding_files, normalize_rows
 from eclip.progress import progress_bar
 from eclip.runs.atomic import building_folder, publish_folder
 from eclip.runs.provenance import data_report, output_signature, same_weights, weights_fingerprint
@@ -71,7 +71,9 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, config: IndexCon
     check_out_folder(emb_dir, {EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE, SERVING_DIR, VECTORS_FILE},
                      "embed", replaced_whole=True)
     data_report(data_dir)
-    signature = output_signature(run_dir, data_dir, {"index": config.to_dict(), "layout": "parts"})
+    shards = sorted((data_dir / SHARDS).glob("part-*.parquet"))
+    signature = output_signature(run_dir, data_dir, {"index": config.to_dict(), "layout": "parts", "shards": [
+        [shard.name, shard.stat().st_size, shard.stat().st_mtime_ns] for shard in shards]})
     if (emb_dir / META_FILE).is_file() and not force:
         meta = json.loads((emb_dir / META_FILE).read_text())
         if meta.get("signature") == signature:
@@ -82,7 +84,6 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, config: IndexCon
                          f"another --out")
 
     started = time.perf_counter()
-    shards = sorted((data_dir / SHARDS).glob("part-*.parquet"))
     rank, world = torchrun_rank()
     building = building_folder(emb_dir, resume=True)
     parts = building / EMBEDDINGS_FILE
@@ -97,11 +98,11 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, config: IndexCon
     else:
         embedded = _embed_locally(run_dir, mine, parts, batch_size, force)
     if world > 1:
-        _wait_for_every_rank(rank, world)
+        own, embedded = embedded, _wait_for_every_rank(rank, world, embedded)
         if rank != 0:
-            return {"rank": rank, "embedded_parts": embedded, "reused": False}
-    for stale in set(parts.glob(PART_GLOB)) - {parts / shard.name for shard in shards}:
-        stale.unlink()  # a shard that is no longer in DATA_DIR
+            return {"rank": rank, "embedded_parts": own, "reused": False}
+    for stale in set(parts.iterdir()) - {parts / shard.name for shard in shards}:
+        stale.unlink()  # a shard no longer in DATA_DIR, or the temporary file of a killed run's unfinished part
     description = build_from_parts(parts, building, config)
     splits = {}
     for part in embedding_files(parts):
@@ -148,13 +149,17 @@ def _link_finished_parts(published: Path, parts: Path, shards: list[Path], run_d
                 shutil.copyfile(old, new)
 
 
-def _wait_for_every_rank(rank: int, world: int) -> None:
-    """Under torchrun: block until every rank has written its parts (a gloo barrier, CPU only)."""
+def _wait_for_every_rank(rank: int, world: int, embedded: int) -> int:
+    """Under torchrun: block until every rank has written its parts (a gloo all-reduce, CPU only) -> the parts
+    every rank embedded."""
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    dist.barrier()
+    total = torch.tensor([embedded])
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def embedding_weights(meta: dict) -> dict | None:
