@@ -26,7 +26,8 @@ class IndexConfig:
     index_vectors: str = option("fused", "which vectors the index holds", choices=VIEWS)
     nlist: int = option(0, "ivf/ivfpq: inverted lists; 0 = 4 sqrt(N) as a power of two, at most "
                            f"{MAX_AUTO_NLIST}", low=0)
-    nprobe: int = option(0, "ivf/ivfpq: lists searched per query; 0 = nlist / 64, at least 16", low=0)
+    # nlist / 16: re-ranked recall@10 0.973 at 1M (0.86 at nlist / 64), 6 ms a query (2026-12-08 page)
+    nprobe: int = option(0, "ivf/ivfpq: lists searched per query; 0 = nlist / 16, at least 16", low=0)
     pq_m: int = option(0, "ivfpq: sub-quantizers (bytes per vector at 8 bits); 0 = dim / 4", low=0)
     pq_nbits: int = option(8, "ivfpq: bits per sub-quantizer code", low=4, high=12)
     rerank: int = option(100, "ivfpq: candidates re-scored exactly against the float vectors per query "
@@ -51,7 +52,7 @@ class IndexConfig:
             nlist = self.nlist or min(MAX_AUTO_NLIST, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(count)))))
             # FAISS wants >= 39 training points per list; a small catalogue gets fewer, larger lists.
             nlist = max(1, min(nlist, count // 39 or 1))
-            nprobe = min(nlist, self.nprobe or max(16, nlist // 64))
+            nprobe = min(nlist, self.nprobe or max(16, nlist // 16))
             sample = min(count, self.train_sample or max(TRAIN_POINTS_PER_LIST * nlist, MIN_TRAIN_SAMPLE))
             description.update(nlist=nlist, nprobe=nprobe, train_sample=sample, seed=self.seed)
         if kind == "ivfpq":

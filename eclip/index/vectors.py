@@ -51,7 +51,7 @@ def write_embeddings(path: Path, product_ids, vectors: dict[str, np.ndarray], co
     return path
 
 
-def _matrix(table: pa.Table, column: str, path: Path) -> np.ndarray:
+def column_matrix(table: pa.Table, column: str, path: Path) -> np.ndarray:
     values = table[column].combine_chunks()
     if values.null_count:
         row = pc.index(pc.is_null(values), True).as_py()
@@ -111,7 +111,7 @@ def _read_file(path: Path, vector_columns: list[str], columns: list[str]) -> tup
         row = pc.index(pc.is_null(table["product_id"]), True).as_py()
         raise EclipError(f"{path}: row {row + 1}: product_id is null ({table['product_id'].null_count} null(s) in "
                          "all); rebuild the embeddings")
-    vectors = {column: _matrix(table, column, path) for column in vector_columns}
+    vectors = {column: column_matrix(table, column, path) for column in vector_columns}
     return table.select(list(columns)), vectors
 
 
@@ -160,5 +160,5 @@ class PartRows:
             group += 1
         if self._cached is None or self._cached[0] != (part, group):
             table = pq.ParquetFile(self.files[part]).read_row_group(group, columns=[self.column])
-            self._cached = ((part, group), first, _matrix(table, self.column, self.files[part]))
+            self._cached = ((part, group), first, column_matrix(table, self.column, self.files[part]))
         return self._cached[2][local - self._cached[1]]

@@ -23,12 +23,12 @@ def test_the_default_rule_from_the_catalogue_size():
     rule = IndexConfig()
     assert rule.resolved(200_000, 256)["type"] == "flat"
     assert rule.resolved(1_000_000, 256) == {
-        "type": "ivfpq", "metric": "inner_product", "dim": 256, "nlist": 4096, "nprobe": 64, "train_sample": 163_840,
+        "type": "ivfpq", "metric": "inner_product", "dim": 256, "nlist": 4096, "nprobe": 256, "train_sample": 163_840,
         "seed": 0, "pq_m": 64, "pq_nbits": 8, "rerank": 100}
     large = rule.resolved(10_000_000, 256)
-    assert (large["nlist"], large["nprobe"], large["train_sample"]) == (4096, 64, 163_840)
+    assert (large["nlist"], large["nprobe"], large["train_sample"]) == (4096, 256, 163_840)
     small = IndexConfig(index="ivfpq").resolved(20_000, 16)  # 4 sqrt(N) = 566 -> 512 lists, 39 points each
-    assert (small["nlist"], small["nprobe"], small["train_sample"], small["pq_m"]) == (512, 16, 20_000, 4)
+    assert (small["nlist"], small["nprobe"], small["train_sample"], small["pq_m"]) == (512, 32, 20_000, 4)
     assert IndexConfig(index="ivf", nlist=100, nprobe=7).resolved(10_000, 16)["nprobe"] == 7
     with pytest.raises(EclipError, match=r"pq_m \(--pq-m\) 5 must divide the dimension 16"):
         IndexConfig(index="ivfpq", pq_m=5).resolved(20_000, 16)
@@ -38,7 +38,7 @@ def test_the_default_rule_from_the_catalogue_size():
 def ivfpq_dir(large_parts, tmp_path_factory) -> Path:
     emb = Path(shutil.copytree(large_parts, tmp_path_factory.mktemp("ivfpq") / "emb"))
     # 475 real products and their noisy copies: about 42 near-duplicates a product, spread over many of the 512
-    # lists, so the top 10 needs more lists probed than the default rule's 16 (0.79 recall there, 0.97 at 64).
+    # lists, so the top 10 needs more lists probed than the default rule's 32 (0.79 recall at 16, 0.97 at 64).
     build_from_parts(emb / "embeddings.parquet", emb, IndexConfig(index="ivfpq", nprobe=64))
     return emb
 
