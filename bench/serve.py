@@ -45,7 +45,8 @@ from eclip.errors import EclipError  # noqa: E402
 from eclip.serve.app import wait_until_ready  # noqa: E402
 from eclip.index import EMBEDDINGS_FILE, META_FILE, VIEWS  # noqa: E402
 from eclip.index.embed import embedding_weights  # noqa: E402
-from eclip.index.faiss_index import build_index, write_index  # noqa: E402
+from eclip.index.build import build_from_parts  # noqa: E402
+from eclip.index.config import IndexConfig  # noqa: E402
 from eclip.index.vectors import read_embeddings, write_embeddings  # noqa: E402
 from eclip.index.vectors import normalize_rows  # noqa: E402
 
@@ -75,12 +76,11 @@ def generated_emb_dir(source: Path, out: Path, products: int, noise: float, inde
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     product_ids = columns.pop("product_id")
-    write_embeddings(out / EMBEDDINGS_FILE, product_ids, matrices,
+    write_embeddings(out / EMBEDDINGS_FILE / "part-00000.parquet", product_ids, matrices,
                      {name: pa.array(values, pa.string()) for name, values in columns.items()})
     # sqrt(N) lists (`eclip embed` takes 4 sqrt(N)): a quarter of the k-means work on these shared cores.
-    index, description = build_index(matrices["fused"], index_type, nlist=int(np.sqrt(real + extra)))
-    description["vectors"] = "fused"
-    write_index(out, index, description)
+    description = build_from_parts(out / EMBEDDINGS_FILE, out,
+                                   IndexConfig(index=index_type, nlist=int(np.sqrt(real + extra))))
     source_meta = json.loads((source / META_FILE).read_text())
     # The model that embedded the source serves this folder: `eclip serve` checks the weights it records.
     (out / META_FILE).write_text(json.dumps({"products": real + extra, "real": real, "generated": extra, "dim": dim,
@@ -323,7 +323,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO / "runs" / "demo" / "data", help="DATA_DIR: titles, thumbnails")
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--noise", type=float, default=0.5, help="generated = normalize(real + noise * N(0, I/D))")
-    parser.add_argument("--index", default="ivf", choices=("flat", "ivf", "hnsw"),
+    parser.add_argument("--index", default="ivf", choices=("flat", "ivf", "hnsw", "ivfpq"),
                         help="index type of the 100k EMB_DIR (`eclip embed --index`); flat scans 100 MB per query")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch and FAISS threads per worker (eclip serve --threads)")

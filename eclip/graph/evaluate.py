@@ -20,12 +20,11 @@ import pyarrow as pa
 from scipy import sparse
 
 from eclip.errors import EclipError
-from eclip.files import parquet_schema
 from eclip.graph.build import HeteroGraph, build_product_graph, category_levels, load_products
 from eclip.graph.config import GraphEvalConfig
 from eclip.eval.probe import side_by_side
 from eclip.index import EMBEDDINGS_FILE
-from eclip.index.vectors import product_vectors
+from eclip.index.vectors import embeddings_columns, product_vectors
 
 
 @dataclass
@@ -219,9 +218,9 @@ def evaluate_runs(data: Path, runs: list[Path], embeddings: Path | None, config:
         walked |= types - {"product"}
     if embeddings is not None:
         path = Path(embeddings) / EMBEDDINGS_FILE
-        if not path.is_file():
+        if not path.exists():
             raise EclipError(f"{path}: not found; --embeddings takes the EMB_DIR that holds embeddings.parquet")
-        columns = [c for c in ECLIP_COLUMNS if c in parquet_schema(path).names]
+        columns = [c for c in ECLIP_COLUMNS if c in embeddings_columns(path)]
         if not columns:
             raise EclipError(f"{path}: none of the columns {', '.join(ECLIP_COLUMNS)}; expected e-CLIP embeddings")
         eclip = [Features(f"e-CLIP {c}", *product_vectors(path, c)) for c in columns]

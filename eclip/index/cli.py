@@ -8,36 +8,54 @@ from eclip.errors import EclipError
 
 
 def _add_embed(sub) -> None:
+    from eclip.config import add_arguments, add_set_argument
+    from eclip.index.config import IndexConfig
+
     p = sub.add_parser(
         "embed", help="image, text and fused embeddings of every product, plus a FAISS index",
-        description="Embed every product of DATA_DIR with the model of RUN_DIR into EMB_DIR/embeddings.parquet "
-                    "(product_id, split, category, title, image, text, fused) and index one of the vector "
-                    "columns in EMB_DIR/index.faiss. An unchanged EMB_DIR is reused.")
+        description="Embed every product of DATA_DIR with the model of RUN_DIR into EMB_DIR/embeddings.parquet/ "
+                    "(one part per DATA_DIR shard: product_id, split, category, title, image, text, fused) and "
+                    "index one of the vector columns in EMB_DIR/index.faiss. Shards are read batch by batch; a "
+                    "re-run keeps every finished part whose shard and weights are unchanged (a killed run resumes), "
+                    "and an unchanged EMB_DIR is reused. Under torchrun, rank r embeds shards r, r+W, ... and "
+                    "rank 0 builds the index.")
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="a finished `eclip train` run")
     p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR", help="a DATA_DIR written by `eclip prepare`")
     p.add_argument("--out", type=Path, required=True, metavar="EMB_DIR", help="output folder")
-    p.add_argument("--index", dest="index_type", default="auto", choices=["auto", "flat", "ivf", "hnsw"],
-                   help="FAISS index: flat (exact), ivf (inverted lists), hnsw (graph); auto = flat up to "
-                        "200,000 products, else ivf (default auto)")
-    p.add_argument("--index-vectors", default="fused", choices=["image", "text", "fused"],
-                   help="which vectors the index holds (default fused)")
     p.add_argument("--batch-size", type=int, default=256, help="products per forward pass (default 256)")
-    p.add_argument("--force", action="store_true", help="re-embed even if EMB_DIR is up to date")
+    p.add_argument("--force", action="store_true", help="re-embed every shard even if EMB_DIR is up to date")
     p.add_argument("--discard-served-updates", action="store_true",
                    help="re-embed even if EMB_DIR/serving holds products added or removed through `eclip serve` "
                         "(they are deleted with the old EMB_DIR)")
+    engine = p.add_argument_group("engine")
+    engine.add_argument("--engine", choices=("local", "spark"), default="local",
+                        help="local: this process (default); spark: one Spark task per shard, each loading the "
+                             "model once with one torch thread, writing the same parts (needs pip install "
+                             "'eclip[spark]' and a folder every executor can read and write)")
+    engine.add_argument("--spark-master", metavar="URL", help="Spark master (default local[2])")
+    add_set_argument(p, "nprobe=64")
+    add_arguments(p, IndexConfig(), "index")
     p.set_defaults(handler=_run_embed)
 
 
 def _run_embed(args) -> int:
+    from eclip.config import apply_arguments
+    from eclip.index.config import IndexConfig
     from eclip.index.embed import embed_command
 
     if args.batch_size < 1:
         raise EclipError("--batch-size must be positive")
-    meta = embed_command(args.model, args.data, args.out, args.index_type, args.index_vectors, args.batch_size,
-                         force=args.force, discard_served_updates=args.discard_served_updates)
+    if args.engine != "spark" and args.spark_master:
+        raise EclipError("--spark-master needs --engine spark")
+    config = apply_arguments(IndexConfig(), args)
+    meta = embed_command(args.model, args.data, args.out, config, args.batch_size, force=args.force,
+                         discard_served_updates=args.discard_served_updates, engine=args.engine,
+                         spark_master=args.spark_master)
+    if "rank" in meta:
+        print(f"rank {meta['rank']}: {meta['embedded_parts']} part(s) embedded; rank 0 builds the index")
+        return 0
     counts = ", ".join(f"{split} {count}" for split, count in meta["counts"].items())
-    reused = " (up to date, reused)" if meta["reused"] else ""
+    reused = " (up to date, reused)" if meta["reused"] else f" ({meta['embedded_parts']} of {meta['parts']} parts embedded)"
     print(f"{meta['products']} products ({counts}), {meta['dim']}-d, {meta['index']['type']} index over "
           f"{meta['index']['vectors']} vectors, {meta['seconds']:.1f}s -> {args.out}{reused}")
     return 0

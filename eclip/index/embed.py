@@ -4,23 +4,30 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from eclip.data.store import read_products
+from eclip.config import validate
+from eclip.data.store import SHARDS
 from eclip.errors import EclipError
 from eclip.files import check_out_folder
-from eclip.index import EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE, SERVING_DIR, VIEWS
-from eclip.index.faiss_index import INDEX_TYPES, build_index, write_index
-from eclip.index.vectors import normalize_rows, write_embeddings
+from eclip.index import EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE, SERVING_DIR, VECTORS_FILE
+from eclip.index.build import build_from_parts
+from eclip.index.config import IndexConfig
+from eclip.index.parts import embed_shard, part_provenance, rank_shards, recorded_provenance, torchrun_rank
+from eclip.index.vectors import embedding_files, normalize_rows
 from eclip.progress import progress_bar
 from eclip.runs.atomic import building_folder, publish_folder
 from eclip.runs.provenance import data_report, output_signature, same_weights, weights_fingerprint
 
 SPLITS = ("train", "val", "test")
+ENGINES = ("local", "spark")
 
 
 def fuse(image: np.ndarray, text: np.ndarray) -> np.ndarray:
@@ -45,24 +52,28 @@ def embed_products(model, titles: list[str], thumbnails: pa.Array, batch_size: i
     return {"image": image, "text": text, "fused": fuse(image, text)}
 
 
-def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str = "auto", index_view: str = "fused",
-                  batch_size: int = 256, force: bool = False, discard_served_updates: bool = False) -> dict:
-    """`eclip embed`: vectors of every product + a FAISS index -> meta.json's content (reused when unchanged).
-    An EMB_DIR holding products added or removed through `eclip serve` is rebuilt only with
-    `discard_served_updates`: the rebuild replaces the whole folder."""
+def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, config: IndexConfig | None = None,
+                  batch_size: int = 256, force: bool = False, discard_served_updates: bool = False,
+                  engine: str = "local", spark_master: str | None = None) -> dict:
+    """`eclip embed`: vectors of every product, one part per DATA_DIR shard, + a FAISS index -> meta.json's content
+    (reused when unchanged). Parts whose provenance matches (a killed run's, or the current EMB_DIR's) are kept,
+    so a re-run embeds only the shards it lacks. `engine` spark embeds the shards in Spark tasks; under torchrun
+    rank r embeds shards r, r + W, ... and rank 0 builds the index once every rank is done. An EMB_DIR holding
+    products added or removed through `eclip serve` is rebuilt only with `discard_served_updates`: the rebuild
+    replaces the whole folder."""
     from eclip.index.journal import holds_served_updates
-    from eclip.models import load_model
 
     run_dir, data_dir, emb_dir = Path(run_dir), Path(data_dir), Path(emb_dir)
-    if index_view not in VIEWS:
-        raise EclipError(f"--index-vectors must be one of {', '.join(VIEWS)}, got {index_view!r}")
-    if index_type not in INDEX_TYPES:
-        raise EclipError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)}")
-    check_out_folder(emb_dir, {EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE, SERVING_DIR}, "embed",
-                     replaced_whole=True)
+    config = config or IndexConfig()
+    validate(config)
+    if engine not in ENGINES:
+        raise EclipError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_out_folder(emb_dir, {EMBEDDINGS_FILE, INDEX_FILE, INDEX_META_FILE, META_FILE, SERVING_DIR, VECTORS_FILE},
+                     "embed", replaced_whole=True)
     data_report(data_dir)
-    model, _, _ = load_model(run_dir)
-    signature = output_signature(run_dir, data_dir, {"index": index_type, "index_vectors": index_view})
+    shards = sorted((data_dir / SHARDS).glob("part-*.parquet"))
+    signature = output_signature(run_dir, data_dir, {"index": config.to_dict(), "layout": "parts", "shards": [
+        [shard.name, shard.stat().st_size, shard.stat().st_mtime_ns] for shard in shards]})
     if (emb_dir / META_FILE).is_file() and not force:
         meta = json.loads((emb_dir / META_FILE).read_text())
         if meta.get("signature") == signature:
@@ -73,26 +84,82 @@ def embed_command(run_dir: Path, data_dir: Path, emb_dir: Path, index_type: str 
                          f"another --out")
 
     started = time.perf_counter()
-    table = read_products(data_dir, columns=["product_id", "title", "category", "split", "thumbnail"])
-    if table.num_rows == 0:
-        raise EclipError(f"{data_dir}: no products to embed")
-    vectors = embed_products(model, table.column("title").to_pylist(), table.column("thumbnail").combine_chunks(),
-                             batch_size)
-    index, description = build_index(vectors[index_view], index_type)
-    description["vectors"] = index_view
+    rank, world = torchrun_rank()
+    building = building_folder(emb_dir, resume=True)
+    parts = building / EMBEDDINGS_FILE
+    mine = rank_shards(shards, rank, world)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not force:
+        _link_finished_parts(emb_dir / EMBEDDINGS_FILE, parts, mine, run_dir)
+    if engine == "spark":
+        from eclip.index.spark import embed_on_spark
 
-    building = building_folder(emb_dir)
-    write_embeddings(building / EMBEDDINGS_FILE, table.column("product_id"), vectors,
-                     {name: table.column(name) for name in ("split", "category", "title")})
-    write_index(building, index, description)
-    splits = table.column("split").to_pylist()
-    meta = {"model": str(run_dir), "data": str(data_dir), "products": table.num_rows, "dim": model.config.embed_dim,
-            "counts": {split: splits.count(split) for split in SPLITS}, "index": description,
+        embedded = embed_on_spark(run_dir, mine, parts, batch_size, force, spark_master)
+    else:
+        embedded = _embed_locally(run_dir, mine, parts, batch_size, force)
+    if world > 1:
+        own, embedded = embedded, _wait_for_every_rank(rank, world, embedded)
+        if rank != 0:
+            return {"rank": rank, "embedded_parts": own, "reused": False}
+    for stale in set(parts.iterdir()) - {parts / shard.name for shard in shards}:
+        stale.unlink()  # a shard no longer in DATA_DIR, or the temporary file of a killed run's unfinished part
+    description = build_from_parts(parts, building, config)
+    splits = {}
+    for part in embedding_files(parts):
+        values = pq.read_table(part, columns=["split"]).column("split").to_pylist()
+        for split in SPLITS:
+            splits[split] = splits.get(split, 0) + values.count(split)
+    meta = {"model": str(run_dir), "data": str(data_dir), "products": description["count"],
+            "dim": description["dim"], "counts": splits, "parts": len(shards), "index": description,
             "weights": weights_fingerprint(run_dir), "seconds": round(time.perf_counter() - started, 2),
             "signature": signature}
     (building / META_FILE).write_text(json.dumps(meta, indent=1))
     publish_folder(building, emb_dir)
-    return {**meta, "reused": False}
+    return {**meta, "reused": False, "embedded_parts": embedded}
+
+
+def _embed_locally(run_dir: Path, shards: list[Path], parts: Path, batch_size: int, force: bool) -> int:
+    """Embed the shards lacking a finished part (every shard with `force`), in this process -> how many."""
+    from eclip.models import load_model
+
+    model, _, _ = load_model(run_dir)
+    total = sum(pq.read_metadata(shard).num_rows for shard in shards)
+    embedded = 0
+    with progress_bar("embed", total) as advance:
+        for shard in shards:
+            provenance = part_provenance(shard, run_dir)
+            if embed_shard(model, shard, parts / shard.name, provenance, batch_size, advance, force):
+                embedded += 1
+            else:
+                advance(pq.read_metadata(shard).num_rows)
+    return embedded
+
+
+def _link_finished_parts(published: Path, parts: Path, shards: list[Path], run_dir: Path) -> None:
+    """Hard-link into the building folder the published parts that still match their shard and the weights."""
+    for shard in shards:
+        old, new = published / shard.name, parts / shard.name
+        if not old.is_file() or recorded_provenance(new) == part_provenance(shard, run_dir):
+            continue
+        if recorded_provenance(old) == part_provenance(shard, run_dir):
+            new.unlink(missing_ok=True)
+            try:
+                os.link(old, new)
+            except OSError:
+                shutil.copyfile(old, new)
+
+
+def _wait_for_every_rank(rank: int, world: int, embedded: int) -> int:
+    """Under torchrun: block until every rank has written its parts (a gloo all-reduce, CPU only) -> the parts
+    every rank embedded."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    total = torch.tensor([embedded])
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def embedding_weights(meta: dict) -> dict | None:

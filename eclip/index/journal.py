@@ -7,8 +7,9 @@ acknowledged:
                        journal is truncated. Replaying an operation twice gives the same state, so a crash between
                        the replace and the truncation loses nothing.
 Worker processes share the journal: each reads the lines the others appended before it answers (`sync`).
-Removed rows stay in the FAISS index (flat, IVF and HNSW all take additions, not all take removals) and are
-masked out of every search with a bitmap selector.
+EMB_DIR's own index and vectors are memory-mapped read-only (every worker shares one copy in the page cache);
+added products go into a small exact index of their own, searched beside it. Removed rows stay in the indexes
+and are masked out of every search with a bitmap selector.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eclip.errors import EclipError
-from eclip.index import SERVING_DIR, VIEWS
-from eclip.index.faiss_index import load_index, search_parameters
-from eclip.index.vectors import read_embeddings
+from eclip.index import EMBEDDINGS_FILE, SERVING_DIR, VIEWS
+from eclip.index.build import load_vectors
+from eclip.index.faiss_index import load_index, search as search_index
+from eclip.index.vectors import PartRows, read_embeddings
 from eclip.runs.atomic import atomic_write
 
 JOURNAL_FILE = "journal.jsonl"
@@ -63,21 +65,24 @@ class Operation:
 
 
 class _Rows:
-    """An (N, D) float32 matrix that grows by doubling its capacity."""
+    """One view's vectors by row: EMB_DIR's rows (a memory map, or lookups in the parts), then the rows added
+    while serving, in a matrix that grows by doubling its capacity."""
 
-    def __init__(self, matrix: np.ndarray):
-        self._data, self.count = np.ascontiguousarray(matrix, np.float32), len(matrix)
+    def __init__(self, base, dim: int):
+        self.base, self.base_count = base, len(base)
+        self._added, self._count = np.zeros((0, dim), np.float32), 0
 
     def append(self, vector: np.ndarray) -> None:
-        if self.count == len(self._data):
-            grown = np.zeros((max(16, 2 * len(self._data)), self._data.shape[1]), np.float32)
-            grown[:self.count] = self._data[:self.count]
-            self._data = grown
-        self._data[self.count] = vector
-        self.count += 1
+        if self._count == len(self._added):
+            grown = np.zeros((max(16, 2 * len(self._added)), self._added.shape[1]), np.float32)
+            grown[:self._count] = self._added[:self._count]
+            self._added = grown
+        self._added[self._count] = vector
+        self._count += 1
 
-    def __getitem__(self, rows):
-        return self._data[:self.count][rows]
+    def __getitem__(self, row: int) -> np.ndarray:
+        row = int(row)
+        return np.asarray(self.base[row], np.float32) if row < self.base_count else self._added[row - self.base_count]
 
 
 class ProductIndex:
@@ -90,21 +95,25 @@ applied, creating nothing in EMB_DIR and keeping no vectors beside the FAISS ind
 
         self.emb_dir = Path(emb_dir)
         self.read_only = read_only
-        table, vectors = read_embeddings(self.emb_dir, columns=["product_id", "title", "category",
-                                                                *([] if read_only else VIEWS)])
+        table, _ = read_embeddings(self.emb_dir, columns=["product_id", "title", "category"])
         self.faiss_index, self.description = load_index(self.emb_dir)
         self.view = self.description.get("vectors", "fused")
-        if self.faiss_index.ntotal != table.num_rows:
-            raise EclipError(f"{self.emb_dir}: index.faiss holds {self.faiss_index.ntotal} vectors but embeddings.parquet "
-                             f"{table.num_rows} rows; rebuild it with `eclip embed ... --force`")
+        self.exact = load_vectors(self.emb_dir)  # (N, D) memory map of the indexed view
+        if not self.faiss_index.ntotal == len(self.exact) == table.num_rows:
+            raise EclipError(f"{self.emb_dir}: index.faiss holds {self.faiss_index.ntotal} vectors, vectors.npy "
+                             f"{len(self.exact)} and embeddings.parquet {table.num_rows} rows; rebuild it with "
+                             "`eclip embed ... --force`")
         self._faiss = faiss
         self.dim = self.description["dim"]
+        self.added_index = faiss.IndexFlatIP(self.dim)  # products added while serving, rows from base_count on
         self.ids: list[str] = table.column("product_id").to_pylist()
         self.titles: list[str] = table.column("title").to_pylist()
         self._category_names: list[str | None] = []
         self._category_code: dict[str | None, int] = {}
         self._codes = np.array([self._code(c) for c in table.column("category").to_pylist()], np.int32)
-        self.vectors = {view: _Rows(matrix) for view, matrix in vectors.items()}
+        self.vectors = {} if read_only else {
+            view: _Rows(self.exact if view == self.view else PartRows(self.emb_dir / EMBEDDINGS_FILE, view), self.dim)
+            for view in VIEWS}
         self.live = np.ones(len(self.ids), bool)
         self.row_of: dict[str, int] = {}
         for row, product_id in enumerate(self.ids):
@@ -160,14 +169,22 @@ applied, creating nothing in EMB_DIR and keeping no vectors beside the FAISS ind
         """(Q, D) unit queries -> per query up to k (row, score), best first, over live products in `category`
         (a path or a prefix of one, e.g. "Apparel" or "Apparel > Topwear")."""
         with self._lock:
-            selector = self._selector(category)
-            if selector is False:
+            base_selector, added_selector = self._selector(category)
+            if base_selector is False and added_selector is False:
                 return [[] for _ in queries]
             k = max(1, min(k, len(self.row_of)))
-            params = (search_parameters(self.faiss_index, self.description, selector)
-                      if selector is not None else None)
-            scores, rows = self.faiss_index.search(np.ascontiguousarray(queries, np.float32), k, params=params)
-        return [[(int(r), float(s)) for s, r in zip(score_row, row_row) if r >= 0] for score_row, row_row in zip(scores, rows)]
+            queries = np.ascontiguousarray(queries, np.float32)  # (Q, D)
+            found = [[] for _ in queries]
+            if base_selector is not False:
+                scores, rows = search_index(self.faiss_index, self.description, queries, k, base_selector, self.exact)
+                found = [[(int(r), float(s)) for s, r in zip(*pair) if r >= 0] for pair in zip(scores, rows)]
+            if added_selector is not False and self.added_index.ntotal:
+                scores, rows = search_index(self.added_index, {"type": "flat"}, queries, k, added_selector)
+                for hits, score_row, row_row in zip(found, scores, rows):
+                    hits += [(int(r) + self.base_count, float(s)) for s, r in zip(score_row, row_row) if r >= 0]
+                    hits.sort(key=lambda hit: -hit[1])
+                    del hits[k:]
+        return found
 
     # ------------------------------------------------------------ updates
     def append(self, operations: list[Operation]) -> None:
@@ -258,7 +275,7 @@ applied, creating nothing in EMB_DIR and keeping no vectors beside the FAISS ind
                 for view, rows in self.vectors.items():
                     rows.append(operation.vectors[view])
                 self.live = np.append(self.live, True)
-                self.faiss_index.add(operation.vectors[self.view][None].astype(np.float32))
+                self.added_index.add(operation.vectors[self.view][None].astype(np.float32))
                 self.row_of[operation.product_id] = row
                 if operation.thumbnail:
                     self.added_thumbnails[operation.product_id] = operation.thumbnail
@@ -271,23 +288,28 @@ applied, creating nothing in EMB_DIR and keeping no vectors beside the FAISS ind
                          self.added_thumbnails.get(product_id))
 
     def _selector(self, category: str | None):
-        """None (every row qualifies), False (none does) or a FAISS bitmap selector; cached until the next update."""
+        """(for EMB_DIR's index, for the added products' index), each None (every row qualifies), False (none
+        does) or a FAISS bitmap selector over that index's own rows; cached until the next update."""
         if category not in self._masks:
             allowed = self.live.copy()
             if category is not None:
                 codes = [code for code, name in enumerate(self._category_names)
                          if name is not None and (name == category or name.startswith(category + " > "))]
                 allowed &= np.isin(self._codes, codes)
-            if allowed.all():
-                self._masks[category] = (None, None)
-            elif not allowed.any():
-                self._masks[category] = (False, None)
-            else:
-                bitmap = np.packbits(allowed, bitorder="little")  # kept beside the selector, which points into it
-                self._masks[category] = (self._faiss.IDSelectorBitmap(len(allowed), self._faiss.swig_ptr(bitmap)), bitmap)
+            self._masks[category] = (self._bitmap(allowed[:self.base_count]), self._bitmap(allowed[self.base_count:]))
             if len(self._masks) > 256:
                 self._masks.pop(next(iter(self._masks)))
-        return self._masks[category][0]
+        base, added = self._masks[category]
+        return base[0], added[0]
+
+    def _bitmap(self, allowed: np.ndarray) -> tuple:
+        """-> (selector, the bitmap it points into, kept beside it)."""
+        if allowed.all():
+            return None, None
+        if not allowed.any():
+            return False, None
+        bitmap = np.packbits(allowed, bitorder="little")
+        return self._faiss.IDSelectorBitmap(len(allowed), self._faiss.swig_ptr(bitmap)), bitmap
 
 
 

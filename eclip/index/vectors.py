@@ -1,5 +1,7 @@
 """The embeddings Parquet format, one writer and one reader: a string `product_id`, other scalar columns, and
-vector columns as lists of float32 (fixed-size when written here; any list of numbers of one length is read)."""
+vector columns as lists of float32 (fixed-size when written here; any list of numbers of one length is read).
+An embeddings path is one Parquet file or a folder of part files (`part-NNNNN.parquet`, read in name order), as
+`eclip embed` writes EMB_DIR/embeddings.parquet: one part per DATA_DIR shard."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import pyarrow.parquet as pq
 from eclip.errors import EclipError
 from eclip.files import parquet_schema, read_parquet
 from eclip.index import EMBEDDINGS_FILE, META_FILE, VIEWS
+
+PART_GLOB = "part-*.parquet"
 
 
 def normalize_rows(matrix):
@@ -47,7 +51,7 @@ def write_embeddings(path: Path, product_ids, vectors: dict[str, np.ndarray], co
     return path
 
 
-def _matrix(table: pa.Table, column: str, path: Path) -> np.ndarray:
+def column_matrix(table: pa.Table, column: str, path: Path) -> np.ndarray:
     values = table[column].combine_chunks()
     if values.null_count:
         row = pc.index(pc.is_null(values), True).as_py()
@@ -62,11 +66,35 @@ def _matrix(table: pa.Table, column: str, path: Path) -> np.ndarray:
     return matrix
 
 
+def embedding_files(path: Path) -> list[Path]:
+    """The Parquet files of an embeddings path: the file itself, or a folder's part files in order."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    parts = sorted(path.glob(PART_GLOB))
+    if not parts:
+        raise EclipError(f"{path}: a folder without {PART_GLOB} files; rebuild the embeddings")
+    return parts
+
+
+def embeddings_columns(path: Path) -> list[str]:
+    """The column names of an embeddings path (its first part's, for a folder), without reading rows."""
+    return parquet_schema(embedding_files(path)[0]).names
+
+
 def read_vectors(path: Path, vector_columns: list[str], columns: list[str] = ("product_id",)) \
         -> tuple[pa.Table, dict[str, np.ndarray]]:
-    """-> (the `columns`, {name: (N, D) float32} of the `vector_columns}) of one embeddings Parquet file; a
-    missing column, a non-numeric vector column, nulls, vectors of unequal length or non-finite values are refused
-    in one line naming the file."""
+    """-> (the `columns`, {name: (N, D) float32} of the `vector_columns}) of an embeddings path, its parts in order;
+    a missing column, a non-numeric vector column, nulls, vectors of unequal length or non-finite values are
+    refused in one line naming the file."""
+    read = [_read_file(file, vector_columns, columns) for file in embedding_files(path)]
+    if len(read) == 1:
+        return read[0]
+    return (pa.concat_tables([table for table, _ in read]),
+            {name: np.concatenate([vectors[name] for _, vectors in read]) for name in vector_columns})
+
+
+def _read_file(path: Path, vector_columns: list[str], columns: list[str]) -> tuple[pa.Table, dict[str, np.ndarray]]:
     path = Path(path)
     schema = parquet_schema(path)
     for column in [*columns, *vector_columns]:
@@ -83,7 +111,7 @@ def read_vectors(path: Path, vector_columns: list[str], columns: list[str] = ("p
         row = pc.index(pc.is_null(table["product_id"]), True).as_py()
         raise EclipError(f"{path}: row {row + 1}: product_id is null ({table['product_id'].null_count} null(s) in "
                          "all); rebuild the embeddings")
-    vectors = {column: _matrix(table, column, path) for column in vector_columns}
+    vectors = {column: column_matrix(table, column, path) for column in vector_columns}
     return table.select(list(columns)), vectors
 
 
@@ -99,6 +127,38 @@ def read_embeddings(emb_dir: Path, columns: list[str] | None = None) -> tuple[pa
     emb_dir = Path(emb_dir)
     if not (emb_dir / META_FILE).is_file():
         raise EclipError(f"{emb_dir} is not a finished EMB_DIR (no {META_FILE}): run `eclip embed ... --out {emb_dir}`")
-    names = columns if columns is not None else parquet_schema(emb_dir / EMBEDDINGS_FILE).names
+    names = columns if columns is not None else embeddings_columns(emb_dir / EMBEDDINGS_FILE)
     views = [name for name in names if name in VIEWS]
     return read_vectors(emb_dir / EMBEDDINGS_FILE, views, [name for name in names if name not in VIEWS])
+
+
+class PartRows:
+    """Row lookups of one vector column of an embeddings path without reading it whole: `rows[i]` -> (D,) float32,
+    read from the part and row group that hold row i (a served product's details need its image and text vectors,
+    which the index does not keep)."""
+
+    def __init__(self, path: Path, column: str):
+        self.files = embedding_files(path)
+        self.column = column
+        counts = [pq.read_metadata(file).num_rows for file in self.files]
+        self.starts = np.cumsum([0, *counts])
+        self._cached: tuple[tuple[int, int], int, np.ndarray] | None = None  # ((part, group), first row, vectors)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        row = int(row)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        part = int(np.searchsorted(self.starts, row, side="right")) - 1
+        local = row - int(self.starts[part])
+        metadata = pq.read_metadata(self.files[part])
+        group, first = 0, 0
+        while first + metadata.row_group(group).num_rows <= local:
+            first += metadata.row_group(group).num_rows
+            group += 1
+        if self._cached is None or self._cached[0] != (part, group):
+            table = pq.ParquetFile(self.files[part]).read_row_group(group, columns=[self.column])
+            self._cached = ((part, group), first, column_matrix(table, self.column, self.files[part]))
+        return self._cached[2][local - self._cached[1]]

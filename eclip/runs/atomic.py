@@ -41,12 +41,14 @@ def write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
-def building_folder(target: Path) -> Path:
-    """A new, empty sibling of `target` to build its next version in (a leftover of a killed run is removed)."""
+def building_folder(target: Path, resume: bool = False) -> Path:
+    """A new, empty sibling of `target` to build its next version in (a leftover of a killed run is removed, or,
+    with `resume`, kept for a command that checks and reuses the pieces it finished, e.g. `eclip embed`'s parts)."""
     target = Path(target)
     building = target.with_name(f".{target.name}.building")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(parents=True)
+    if not resume:
+        shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True, exist_ok=resume)
     return building
 
 

@@ -1,4 +1,4 @@
-"""The Spark session `prepare --engine spark` runs on, and Spark's errors as one-line `EclipError`s."""
+"""The Spark session `prepare --engine spark` (and `embed --engine spark`) runs on, and Spark's errors as one-line `EclipError`s."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
 _ECLIP_ERROR = re.compile(r"eclip\.errors\.EclipError: (.+)")
 
 
-def spark_session(master: str | None, conf: list[tuple[str, str]], workers: int) -> tuple[SparkSession, bool]:
+def spark_session(master: str | None, conf: list[tuple[str, str]], workers: int,
+                  app_name: str = APP_NAME) -> tuple[SparkSession, bool]:
     """The session to run on, and whether this call started it (then the caller stops it when done).
 
     master None is `local[workers]`. A session already running in this process (a notebook's, the tests') is
@@ -41,7 +42,7 @@ def spark_session(master: str | None, conf: list[tuple[str, str]], workers: int)
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
     settings.update(conf)
     started = SparkSession.getActiveSession() is None
-    builder = SparkSession.builder.appName(APP_NAME)
+    builder = SparkSession.builder.appName(app_name)
     if not submitted:
         builder = builder.master(master)
     else:

@@ -17,6 +17,7 @@ from eclip.data.store import read_products
 from eclip.models import embed_images, embed_texts, load_model
 from eclip.index.journal import JOURNAL_FILE, Operation, ProductIndex
 from eclip.index.embed import search
+from eclip.index.config import IndexConfig
 from eclip.index.faiss_index import build_index
 from eclip.index.vectors import read_embeddings
 from tests.conftest import trained_further
@@ -32,8 +33,10 @@ def emb_dir(run_dir, prepared_fashion, tmp_path_factory):
 
 def test_emb_dir_layout(emb_dir, prepared_fashion):
     assert sorted(path.name for path in emb_dir.iterdir()) == ["embeddings.parquet", "index.faiss", "index.json",
-                                                               "meta.json"]
-    schema = pq.read_schema(emb_dir / "embeddings.parquet")
+                                                               "meta.json", "vectors.npy"]
+    shards = sorted(path.name for path in (prepared_fashion / "shards").iterdir())
+    assert sorted(path.name for path in (emb_dir / "embeddings.parquet").iterdir()) == shards  # one part a shard
+    schema = pq.read_schema(emb_dir / "embeddings.parquet" / shards[0])
     assert schema.names == ["product_id", "split", "category", "title", "image", "text", "fused"]
     assert schema.field("product_id").type == pa.string()
     for view in ("image", "text", "fused"):
@@ -41,10 +44,12 @@ def test_emb_dir_layout(emb_dir, prepared_fashion):
     products = read_products(prepared_fashion, columns=["product_id", "split"])
     meta = json.loads((emb_dir / "meta.json").read_text())
     splits = products.column("split").to_pylist()
-    assert meta["products"] == products.num_rows and meta["dim"] == 16
+    assert meta["products"] == products.num_rows and meta["dim"] == 16 and meta["parts"] == len(shards)
     assert meta["counts"] == {split: splits.count(split) for split in ("train", "val", "test")}
     assert json.loads((emb_dir / "index.json").read_text()) == {
         "type": "flat", "metric": "inner_product", "count": products.num_rows, "dim": 16, "vectors": "fused"}
+    _, vectors = read_embeddings(emb_dir)
+    assert np.array_equal(np.load(emb_dir / "vectors.npy"), vectors["fused"])
 
 
 def test_vectors_are_the_inference_apis(emb_dir, run_dir, prepared_fashion):
@@ -67,7 +72,7 @@ def test_vectors_are_the_inference_apis(emb_dir, run_dir, prepared_fashion):
 def test_indexes_find_the_brute_force_neighbours(emb_dir, kind):
     _, vectors = read_embeddings(emb_dir)
     fused = vectors["fused"]
-    index, description = build_index(fused, kind)
+    index, description = build_index(fused, IndexConfig(index=kind).resolved(len(fused), fused.shape[1]))
     assert description["type"] == kind and index.ntotal == len(fused)
     scores, _ = index.search(fused[:50], 5)
     exact = -np.sort(-(fused[:50] @ fused.T), axis=1)[:, :5]
