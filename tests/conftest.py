@@ -79,3 +79,16 @@ def trained_further(run_dir: Path, data_dir: Path, copy: Path) -> Path:
     config.train.steps += 1
     train(data_dir, copy, config, resume=True)
     return copy
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one Spark session (local[2]) of every test that runs on Spark: it takes seconds to start."""
+    pytest.importorskip("pyspark")
+    from eclip.data.spark.session import spark_session
+
+    session, started = spark_session(None, [("spark.ui.enabled", "false"),
+                                            ("spark.ui.showConsoleProgress", "false")], 2)
+    yield session
+    if started:
+        session.stop()

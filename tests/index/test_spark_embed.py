@@ -1,5 +1,5 @@
 """`eclip embed --engine spark`: one Spark task per shard writes the part the local engine writes, with the same
-vectors (within float tolerance), and the index built from them is the same. One Spark session (local[2])."""
+vectors (within float tolerance), and the index built from them is the same. On the tests' one Spark session (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,6 @@ from eclip.cli import main
 from eclip.index.vectors import read_embeddings
 
 pytest.importorskip("pyspark")
-
-
-@pytest.fixture(scope="session")
-def spark():
-    from eclip.data.spark.session import spark_session
-
-    session, started = spark_session(None, [("spark.ui.enabled", "false"),
-                                            ("spark.ui.showConsoleProgress", "false")], 2)
-    yield session
-    if started:
-        session.stop()
 
 
 def test_spark_embeddings_equal_the_local_ones(spark, local_emb, sharded_fashion, run_dir, tmp_path, capsys):
