@@ -29,6 +29,15 @@ pytest.importorskip("pyspark")
 ROWS = [{"product_id": f"p{k}", "name": f"Cotton Shirt Number {k}", "image": f"images/{k}.jpg"} for k in range(6)]
 MAPPING = [("title", "name")]
 TRACES = ("Traceback", "\tat ", "Exception in thread", "py4j", "org.apache.spark")
+# When the session stops, a reused Python worker that is waiting for its next task can read end-of-file on its
+# socket before the daemon's signal ends it, and pyspark's daemon prints that EOFError (a race in pyspark's
+# shutdown, not eclip's error path; it follows eclip's one line). Only that exact trace is set aside.
+_IDLE_WORKER_EOF = re.compile(r"Traceback \(most recent call last\):\n(?:\s+File \"[^\"]*pyspark[^\"]*/(?:daemon|serializers)"
+                              r"\.py\", line \d+, in \w+\n(?:\s+.*\n)*?)+\s*EOFError\n?")
+
+
+def _without_idle_worker_eof(stderr: str) -> str:
+    return _IDLE_WORKER_EOF.sub("", stderr)
 
 
 def _table_with(folder, name: str, content: bytes):
@@ -99,4 +108,4 @@ def test_the_driver_prints_one_line_and_no_java_trace(tmp_path):
     assert finished.stderr.strip().splitlines()[-1] == (f"eclip prepare: error: {tmp_path / 'table' / name}: line 4 "
                                                         "is not valid UTF-8; re-encode the file as UTF-8")
     for trace in TRACES:
-        assert trace not in finished.stderr, finished.stderr[-2000:]
+        assert trace not in _without_idle_worker_eof(finished.stderr), finished.stderr[-2000:]

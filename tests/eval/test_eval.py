@@ -92,7 +92,8 @@ def test_markdown_plots_and_printed_headline(eval_run, report):
     assert f"category: {probe['view']} vectors, C = {probe['c']:g}; " in markdown  # what each head kept on val
     assert printed.strip().endswith(f"report: {out / 'report.md'}")
     table = [line for line in printed.splitlines() if line.startswith("| ")]
-    assert table[0] == "| task | metric | ours | best baseline | target | pass |" and len(table) == 2 + 11
+    assert table[0] == "| task | metric | ours | best baseline | target | pass |" and len(table) == 2 + 13
+    assert any(line.startswith("| category zero-shot (leaf), image view | weighted F1 |") for line in table)
 
 
 def test_unchanged_run_is_reused(eval_run, run_dir, labelled_data, fast_config, capsys):
