@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from eclip.errors import EclipError
 from eclip.index.embed import embed_command
 from eclip.index.parts import rank_shards, recorded_provenance
 from eclip.index.vectors import PartRows, read_embeddings
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,9 +84,7 @@ def test_ranks_take_disjoint_shares_of_the_shards():
 
 
 def test_two_torchrun_ranks_write_the_parts_and_rank_0_the_index(local_emb, sharded_fashion, run_dir, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     out = tmp_path / "ranked"
     processes = [subprocess.Popen(
         [sys.executable, "-m", "eclip.cli", "embed", "--model", str(run_dir), "--data", str(sharded_fashion),

@@ -4,7 +4,6 @@ once per session; tests that change the index work on their own copy."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,12 +39,6 @@ def served(prepared_fashion, tmp_path_factory) -> tuple[Path, Path, Path]:
 def emb_copy(served, tmp_path) -> Path:
     """A private EMB_DIR for a test that adds or removes products."""
     return Path(shutil.copytree(served[1], tmp_path / "emb"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(run_dir: Path, emb_dir: Path, data_dir: Path, port: int, *extra: str) -> subprocess.Popen:

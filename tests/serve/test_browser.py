@@ -14,7 +14,7 @@ import uvicorn
 from eclip.serve.app import create_app
 from eclip.serve.config import ServeConfig
 from eclip.serve.engine import SearchEngine
-from tests.serve.conftest import free_port
+from tests.ports import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "runs" / "serve" / "screenshots"

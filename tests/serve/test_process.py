@@ -15,7 +15,8 @@ from PIL import Image
 from eclip.cli import main
 from eclip.index.journal import JOURNAL_FILE, SERVING_DIR, SNAPSHOT_FILE
 from tests.conftest import trained_further
-from tests.serve.conftest import free_port, start_server
+from tests.ports import free_port
+from tests.serve.conftest import start_server
 
 
 def kill(process: subprocess.Popen) -> None:

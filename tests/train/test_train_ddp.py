@@ -4,7 +4,6 @@ with and without gradient caching; each process holds half of the batch."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -13,16 +12,11 @@ import torch.multiprocessing as mp
 
 from eclip.train.gradcache import contrastive_backward
 from eclip.train.loss import Objective
+from tests.ports import free_port
 from tests.train.train_helpers import gradients, max_relative_error, split, tiny_batch, tiny_model
 
 BATCH = 8
 GROUPS = [0, 1, 1, 2, 3, 3, 3, 4]  # group 1 and group 3 straddle the two processes' halves
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 SCENARIOS = [(2, "eclip"), (4, "clip"), (2, "siglip")]  # (micro-batch per process, objective): 2 = cached
@@ -56,7 +50,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def ddp_gradients(tmp_path_factory) -> list[dict]:
     out = str(tmp_path_factory.mktemp("ddp") / "rank0")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
     return [torch.load(f"{out}-{index}.pt", weights_only=True) for index in range(len(SCENARIOS))]
 
 

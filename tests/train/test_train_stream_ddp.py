@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -20,17 +19,12 @@ from eclip.train.config import AugmentConfig
 from eclip.train.dataset import PairDataset
 from eclip.train.loop import train
 from eclip.train.stream import epoch_windows
+from tests.ports import free_port
 from tests.train.train_helpers import resharded_copy, small_config
 
 
 class _Killed(Exception):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _config():
@@ -59,7 +53,7 @@ def _worker(rank: int, world: int, port: int, data: str, out: str) -> None:
 @pytest.mark.slow
 def test_two_streamed_processes_killed_and_resumed_equal_an_uninterrupted_run(fashion_data_dir, tmp_path):
     data = resharded_copy(fashion_data_dir, tmp_path / "data", shards=3, row_group_rows=24)
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(data), str(tmp_path)), nprocs=2, join=True)
 
     whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "broken" / "model.safetensors"))
