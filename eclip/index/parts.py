@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from eclip.errors import EclipError
 from eclip.index.vectors import embeddings_table, normalize_rows
 from eclip.runs.atomic import atomic_write
-from eclip.runs.provenance import WEIGHTS_FILE
+from eclip.runs.provenance import WEIGHTS_FILE, file_version
 
 PROVENANCE_KEY = b"eclip.part"
 SHARD_COLUMNS = ["product_id", "title", "category", "split", "thumbnail"]
@@ -27,9 +27,8 @@ SHARD_COLUMNS = ["product_id", "title", "category", "split", "thumbnail"]
 
 def part_provenance(shard: Path, run_dir: Path) -> dict:
     """What a part was made from: its shard (name, size, modification time) and the model's weights (the same)."""
-    shard_stat, weights_stat = Path(shard).stat(), (Path(run_dir) / WEIGHTS_FILE).stat()
-    return {"shard": Path(shard).name, "shard_stat": [shard_stat.st_size, shard_stat.st_mtime_ns],
-            "weights": [weights_stat.st_size, weights_stat.st_mtime_ns]}
+    return {"shard": Path(shard).name, "shard_stat": file_version(shard),
+            "weights": file_version(Path(run_dir) / WEIGHTS_FILE)}
 
 
 def recorded_provenance(part: Path) -> dict | None:
